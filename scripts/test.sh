@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The project's whole test run: what README.md calls "the tests" and what CI runs.
+# Needs: the Rust toolchain with rustfmt and clippy, python3 with msgpack and zstandard
+# (pip install msgpack zstandard), redis-server on PATH for tests that start servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --locked
+echo "== independent reference reader (format-spec/reference) against fixtures/"
+python3 format-spec/reference/run_fixtures.py fixtures
+echo "== all tests passed"

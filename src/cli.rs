@@ -1,0 +1,61 @@
+//! Command-line definitions and dispatch: one subcommand, one module in `cmd/`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kvferry",
+    version,
+    about = "Move the data of Redis-protocol databases (Pika, Kvrocks, Redis, Valkey) through snapshot files"
+)]
+#[command(
+    after_help = "Exit codes: 0 success; 1 a check found problems; 2 error (the message says what and where).\n\nThe snapshot format is specified in format-spec/SPEC.md."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Summarise a snapshot: shards, keys per type and db, sizes, expiry, biggest keys.
+    #[command(
+        after_help = "Examples:\n  kvferry inspect /backups/pika-2026-11-24\n  kvferry inspect /backups/pika-2026-11-24 --json | jq .totals\n\nReads only the manifest and each file's header and trailer, so it is instant on any size.\nRun `kvferry check` to verify the data itself."
+    )]
+    Inspect(cmd::inspect::Args),
+    /// Print records as JSON lines (SPEC §10), optionally one shard, key or key prefix.
+    #[command(
+        after_help = "Examples:\n  kvferry cat /backups/snap | head\n  kvferry cat /backups/snap --shard src0-db0 --prefix 'user:'\n  kvferry cat /backups/snap --key 'session:42'\n  kvferry cat /backups/snap/src0-db0.0000.kvf\n\nBytes that are not UTF-8 print as {\"base64\":\"...\"}. A big key prints as several lines, one per part."
+    )]
+    Cat(cmd::cat::Args),
+    /// Verify every checksum, record and count of a snapshot against its manifest.
+    #[command(
+        after_help = "Examples:\n  kvferry check /backups/snap          # after copying a snapshot across a network\n  kvferry check /backups/snap --json   # machine-readable report\n  kvferry check /backups/snap/src0-db0.0000.kvf\n\nExit code 0: every file is whole. 1: damage found; each problem names the file, block and offset.\n2: the check could not run (no such directory, unreadable)."
+    )]
+    Check(cmd::check::Args),
+}
+
+/// Parses the command line and runs the command; returns the exit code.
+pub fn run() -> anyhow::Result<i32> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Cat(a) => cmd::cat::run(a),
+        Command::Check(a) => cmd::check::run(a),
+    }
+}
+
+/// True when the error is a write to a closed pipe.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// A path argument for snapshots.
+pub type SnapshotPath = PathBuf;

@@ -1,0 +1,79 @@
+//! `kvferry check`: verifies every checksum, record and count of a snapshot (SPEC §3-§6).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::format::check::{check, FileReport};
+use crate::util::human_bytes;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Snapshot directory, or one shard file (.kvf).
+    pub snapshot: PathBuf,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Threads that decompress blocks (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<i32> {
+    if !a.snapshot.exists() {
+        anyhow::bail!("{}: no such file or directory", a.snapshot.display());
+    }
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let started = Instant::now();
+    let verbose = !a.json || std::io::stderr().is_terminal();
+    let report = check(&a.snapshot, threads, |f: &FileReport| {
+        if verbose {
+            let verdict = if f.ok() {
+                "ok".to_string()
+            } else {
+                format!("DAMAGED ({} problems)", f.problems.len())
+            };
+            eprintln!(
+                "checked {}: {verdict}, {} blocks, {}",
+                f.file.display(),
+                f.blocks,
+                human_bytes(f.bytes)
+            );
+        }
+    });
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        let bytes: u64 = report.files.iter().map(|f| f.bytes).sum();
+        if let Some(p) = &report.snapshot_problem {
+            writeln!(out, "SNAPSHOT PROBLEM: {p}")?;
+        }
+        for f in report.files.iter().filter(|f| !f.ok()) {
+            for p in &f.problems {
+                writeln!(out, "DAMAGED: {p}")?;
+            }
+            if !f.bad_blocks.is_empty() {
+                writeln!(out, "  bad blocks in {}: {:?}", f.file.display(), f.bad_blocks)?;
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let bad = report.files.iter().filter(|f| !f.ok()).count();
+        let verdict = if report.ok() {
+            "OK: every file is whole"
+        } else {
+            "FAILED: the snapshot is damaged or incomplete; copy the damaged files again from their source"
+        };
+        writeln!(
+            out,
+            "{verdict} ({} files, {bad} damaged, {} in {secs:.1}s, {}/s)",
+            report.files.len(),
+            human_bytes(bytes),
+            human_bytes((bytes as f64 / secs.max(1e-9)) as u64)
+        )?;
+    }
+    Ok(if report.ok() { 0 } else { 1 })
+}

@@ -1,0 +1,5 @@
+//! Subcommands, one module each, each with `Args` and `run`.
+
+pub mod cat;
+pub mod check;
+pub mod inspect;

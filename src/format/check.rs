@@ -1,0 +1,275 @@
+//! Full verification of a snapshot or a shard file (what `kvferry check` runs): every checksum,
+//! every record, the part sequence, and every count against the trailer and the manifest. It goes
+//! on after a bad block so that the report names every damaged block, not just the first.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::consts::PART_EXTENSION;
+use super::error::{FormatError, SnapshotError};
+use super::reader::{self, ReadMode, ShardReader};
+use super::record::{PartSeq, Record};
+use super::snapshot::Snapshot;
+
+/// The verdict on one file.
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct FileReport {
+    pub file: PathBuf,
+    pub shard: Option<String>,
+    pub part: Option<usize>,
+    pub blocks: u64,
+    pub records: u64,
+    pub bytes: u64,
+    /// Indexes of blocks that failed their checks.
+    pub bad_blocks: Vec<u32>,
+    /// Every problem found, each naming the file, and the block and offset where one applies.
+    pub problems: Vec<String>,
+}
+
+impl FileReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The verdict on a snapshot.
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct CheckReport {
+    pub snapshot: PathBuf,
+    /// A problem with the snapshot as a whole (no manifest, a bad manifest).
+    pub snapshot_problem: Option<String>,
+    pub files: Vec<FileReport>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.snapshot_problem.is_none() && self.files.iter().all(FileReport::ok)
+    }
+}
+
+/// Checks the snapshot in `dir` (or a single shard file, when `path` is a file), decoding blocks
+/// on `threads` threads. `progress` sees each file's report when it is done.
+pub fn check(path: &Path, threads: usize, mut progress: impl FnMut(&FileReport)) -> CheckReport {
+    let mut report = CheckReport {
+        snapshot: path.to_path_buf(),
+        ..Default::default()
+    };
+    if path.is_file() {
+        let f = check_file(path, None, threads);
+        progress(&f);
+        report.files.push(f);
+        return report;
+    }
+    let snap = match Snapshot::open(path) {
+        Ok(s) => s,
+        Err(e) => {
+            // Without a manifest, check every shard file on its own: an operator wants to know
+            // which files are whole (SPEC §9).
+            report.snapshot_problem = Some(e.to_string());
+            if matches!(e, SnapshotError::Incomplete { .. }) {
+                for file in shard_files(path) {
+                    let f = check_file(&file, None, threads);
+                    progress(&f);
+                    report.files.push(f);
+                }
+            }
+            return report;
+        }
+    };
+    for (si, shard) in snap.manifest.shards.iter().enumerate() {
+        for (pi, part) in shard.parts.iter().enumerate() {
+            let path = snap.part_path(part);
+            let mut f = match snap.open_part(si, pi, ReadMode::Mmap) {
+                Ok(r) => check_reader(&r, Some(&part.sha256), threads),
+                Err(SnapshotError::Shard(e)) => check_broken(&e.path, e.error),
+                // The file differs from the manifest: say so, and then what is wrong inside it.
+                Err(e @ SnapshotError::Mismatch { .. }) => {
+                    let mut f = check_file(&path, Some(&part.sha256), threads);
+                    f.problems.insert(0, e.to_string());
+                    f
+                }
+                Err(e) => FileReport {
+                    file: path.clone(),
+                    problems: vec![e.to_string()],
+                    ..Default::default()
+                },
+            };
+            f.file = path;
+            f.shard = Some(shard.id.clone());
+            f.part = Some(pi);
+            progress(&f);
+            report.files.push(f);
+        }
+    }
+    report
+}
+
+fn shard_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == PART_EXTENSION))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Checks one file; `sha256` is the manifest's digest when there is one.
+pub fn check_file(path: &Path, sha256: Option<&str>, threads: usize) -> FileReport {
+    match ShardReader::open(path) {
+        Ok(r) => check_reader(&r, sha256, threads),
+        Err(e) => check_broken(path, e.error),
+    }
+}
+
+/// A file that does not open: say why, and, walking from its header, how much of it is whole.
+fn check_broken(path: &Path, error: FormatError) -> FileReport {
+    let mut f = FileReport {
+        file: path.to_path_buf(),
+        bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        ..Default::default()
+    };
+    f.problems.push(format!("{}: {error}", path.display()));
+    if let Ok(w) = reader::walk(path) {
+        f.blocks = w.blocks.len() as u64;
+        f.records = w.blocks.iter().map(|b| b.records() as u64).sum();
+        let stop = match &w.stopped {
+            Some(e) => format!("then: {e}"),
+            None => "then the trailer".into(),
+        };
+        f.problems.push(format!(
+            "{}: the first {} blocks (up to offset {}) are whole; {stop}",
+            path.display(),
+            w.blocks.len(),
+            w.end
+        ));
+        if let Some(FormatError::Checksum { block: Some(b), .. } | FormatError::Zstd { block: b, .. }) = &w.stopped {
+            f.bad_blocks.push(*b);
+        }
+    }
+    f
+}
+
+#[derive(Default, PartialEq, Debug)]
+struct Counts {
+    records: u64,
+    keys: u64,
+    keys_by_type: BTreeMap<String, u64>,
+    expiring: u64,
+    min_expire: Option<u64>,
+    max_expire: Option<u64>,
+}
+
+fn check_reader(r: &ShardReader, sha256: Option<&str>, threads: usize) -> FileReport {
+    let path = r.path();
+    let mut f = FileReport {
+        file: path.to_path_buf(),
+        blocks: r.block_count() as u64,
+        records: r.trailer().records,
+        bytes: r.len(),
+        ..Default::default()
+    };
+    let mut seq = PartSeq::default();
+    let mut counts = Counts::default();
+    let problem = |f: &mut FileReport, block: Option<u32>, msg: String| {
+        if let Some(b) = block {
+            if f.bad_blocks.last() != Some(&b) {
+                f.bad_blocks.push(b);
+            }
+        }
+        f.problems.push(format!("{}: {msg}", path.display()));
+    };
+    r.par_blocks(
+        threads,
+        |b| b,
+        |i, block| {
+            let block = match block {
+                Ok(b) => b,
+                Err(e) => {
+                    problem(&mut f, Some(i), e.error.to_string());
+                    seq = PartSeq::default(); // resynchronise after the lost block
+                    return true;
+                }
+            };
+            for (n, rec) in block.records().enumerate() {
+                let at = |detail: String| {
+                    FormatError::Record {
+                        block: i,
+                        record: n as u32,
+                        detail,
+                    }
+                    .to_string()
+                };
+                let rec = match rec {
+                    Ok(rec) => rec,
+                    Err(e) => {
+                        problem(&mut f, Some(i), e.to_string());
+                        break;
+                    }
+                };
+                counts.records += 1;
+                if let Err(e) = seq.accept(&rec) {
+                    problem(&mut f, Some(i), at(e));
+                }
+                if let Record::Key(k) = &rec {
+                    if k.part == 0 {
+                        counts.keys += 1;
+                        *counts.keys_by_type.entry(k.key_type().name().to_string()).or_default() += 1;
+                        if let Some(e) = k.expire_at_ms {
+                            counts.expiring += 1;
+                            counts.min_expire = Some(counts.min_expire.map_or(e, |m| m.min(e)));
+                            counts.max_expire = Some(counts.max_expire.map_or(e, |m| m.max(e)));
+                        }
+                    }
+                }
+            }
+            true
+        },
+    );
+    if let Err(e) = seq.finish() {
+        problem(&mut f, None, e);
+    }
+    let t = r.trailer();
+    let want = Counts {
+        records: t.records,
+        keys: t.keys,
+        keys_by_type: t.keys_by_type.clone(),
+        expiring: t.expiring_keys,
+        min_expire: t.min_expire_at_ms,
+        max_expire: t.max_expire_at_ms,
+    };
+    if f.bad_blocks.is_empty() && counts != want {
+        problem(
+            &mut f,
+            None,
+            format!("the records do not match the trailer's counts: trailer {want:?}, records {counts:?}"),
+        );
+    }
+    match r.digests() {
+        Ok((crc, sha)) => {
+            if crc != t.file_crc32 {
+                problem(
+                    &mut f,
+                    None,
+                    FormatError::Checksum {
+                        what: "file",
+                        block: None,
+                        offset: 0,
+                        expected: t.file_crc32,
+                        got: crc,
+                    }
+                    .to_string(),
+                );
+            }
+            if let Some(want) = sha256.filter(|w| *w != sha) {
+                problem(&mut f, None, format!("SHA-256 differs from the manifest: expected {want}, found {sha}; the file was damaged or replaced, copy it again"));
+            }
+        }
+        Err(e) => problem(&mut f, None, e.error.to_string()),
+    }
+    f
+}

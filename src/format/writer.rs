@@ -1,0 +1,368 @@
+//! The shard-file writer (SPEC §4): one pass, streaming, bounded memory, compression on its own
+//! thread. The caller's thread encodes records into a block buffer; full blocks go through a
+//! bounded channel to a thread that compresses them, checksums them and writes them, so at most
+//! `CHANNEL_BLOCKS + 2` blocks are in memory. Output is a function of the header and records
+//! alone (no clock is read here), so the same input gives the same bytes.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+use sha2::{Digest, Sha256};
+
+use super::consts::*;
+use super::error::FormatError;
+use super::frame::{encode_header, encode_trailer, BigKey, BlockEntry, BlockHeader, ShardHeader, Trailer};
+use super::record::{KeyRecord, KeyType, PartSeq, Record};
+
+/// Blocks waiting for the compression thread.
+const CHANNEL_BLOCKS: usize = 2;
+
+/// Writer settings.
+#[derive(Clone, Copy, Debug)]
+pub struct WriterOptions {
+    /// zstd level.
+    pub level: i32,
+    /// Cut a block once it holds this many uncompressed bytes (F-BLK-3).
+    pub block_target: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            level: DEFAULT_LEVEL,
+            block_target: DEFAULT_BLOCK_TARGET,
+        }
+    }
+}
+
+/// What a finished file is: the manifest's part entry is made from this.
+#[derive(Debug)]
+pub struct FinishedPart<W> {
+    pub header: ShardHeader,
+    pub trailer: Trailer,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the whole file, lowercase hex (F-CONV-3).
+    pub sha256: String,
+    /// The output, flushed, so the caller can sync it.
+    pub out: W,
+}
+
+enum Msg {
+    Block { raw: Vec<u8>, records: u32 },
+    Finish(Box<Trailer>),
+}
+
+/// Writes one shard file. Call [`ShardWriter::push`] per record, then [`ShardWriter::finish`].
+/// Dropping it without `finish` leaves a file without a trailer, which readers report as
+/// truncated (F-TRL-2): that is what a killed export leaves, and it is resumable.
+pub struct ShardWriter<W: Write + Send + 'static> {
+    header: ShardHeader,
+    opts: WriterOptions,
+    buf: Vec<u8>,
+    buf_records: u32,
+    seq: PartSeq,
+    stats: Stats,
+    raw_shipped: u64,
+    tx: Option<SyncSender<Msg>>,
+    thread: Option<JoinHandle<Result<FinishedPart<W>, FormatError>>>,
+}
+
+#[derive(Default)]
+struct Stats {
+    records: u64,
+    keys: u64,
+    keys_by_type: BTreeMap<String, u64>,
+    expiring: u64,
+    min_expire: Option<u64>,
+    max_expire: Option<u64>,
+    cur_bytes: u64,
+    cur_elements: u64,
+    big: Vec<BigKey>,
+}
+
+impl Stats {
+    fn add(&mut self, r: &KeyRecord) {
+        self.records += 1;
+        if r.part == 0 {
+            self.keys += 1;
+            *self.keys_by_type.entry(r.key_type().name().to_string()).or_default() += 1;
+            if let Some(at) = r.expire_at_ms {
+                self.expiring += 1;
+                self.min_expire = Some(self.min_expire.map_or(at, |m| m.min(at)));
+                self.max_expire = Some(self.max_expire.map_or(at, |m| m.max(at)));
+            }
+            self.cur_bytes = 0;
+            self.cur_elements = 0;
+        }
+        let (bytes, elements) = r.value.size();
+        self.cur_bytes += bytes;
+        self.cur_elements += elements;
+        if r.is_last() {
+            let elements = if r.key_type() == KeyType::String {
+                1
+            } else {
+                self.cur_elements
+            };
+            self.offer_big(r.key, r.key_type(), self.cur_bytes, elements);
+        }
+    }
+
+    /// Keeps the BIG_KEYS biggest occurrences in the order F-TRL-3 gives.
+    fn offer_big(&mut self, key: &[u8], ty: KeyType, bytes: u64, elements: u64) {
+        let rank = |b: &BigKey| (std::cmp::Reverse(b.2), b.0.clone(), b.1.clone());
+        if self.big.len() == BIG_KEYS {
+            let worst = &self.big[BIG_KEYS - 1];
+            if (std::cmp::Reverse(bytes), key, ty.name())
+                >= (std::cmp::Reverse(worst.2), worst.0.as_slice(), worst.1.as_str())
+            {
+                return;
+            }
+        }
+        self.big
+            .push(BigKey(key.to_vec(), ty.name().to_string(), bytes, elements));
+        self.big.sort_by_key(rank);
+        self.big.truncate(BIG_KEYS);
+    }
+}
+
+impl<W: Write + Send + 'static> ShardWriter<W> {
+    /// Starts a file: writes the header frame and starts the compression thread.
+    pub fn new(out: W, header: ShardHeader, opts: WriterOptions) -> Result<Self, FormatError> {
+        let (tx, rx) = sync_channel(CHANNEL_BLOCKS);
+        let head = encode_header(&header);
+        let level = opts.level;
+        let h = header.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("kvferry-zstd-{}", header.shard))
+            .spawn(move || compress_thread(out, h, head, level, rx))
+            .map_err(|e| FormatError::io(0, &e))?;
+        Ok(ShardWriter {
+            header,
+            opts,
+            buf: Vec::new(),
+            buf_records: 0,
+            seq: PartSeq::default(),
+            stats: Stats::default(),
+            raw_shipped: 0,
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn header(&self) -> &ShardHeader {
+        &self.header
+    }
+
+    /// Uncompressed record bytes pushed so far.
+    pub fn raw_bytes_pushed(&self) -> u64 {
+        self.raw_shipped + self.buf.len() as u64
+    }
+
+    /// Appends one key record. Refuses records that break SPEC §5-§6 (a bug in the caller).
+    pub fn push(&mut self, rec: &KeyRecord) -> Result<(), FormatError> {
+        let bad = |detail: String| FormatError::Record {
+            block: u32::MAX,
+            record: u32::MAX,
+            detail,
+        };
+        if rec.db != self.header.db {
+            return Err(bad(format!("record db {} in a file of db {}", rec.db, self.header.db)));
+        }
+        if rec.expire_at_ms == Some(0) {
+            return Err(bad("expire_at_ms 0 (use None for no expiry)".into()));
+        }
+        self.seq.accept(&Record::Key(rec.clone())).map_err(bad)?;
+        let start = self.buf.len();
+        rec.encode(&mut self.buf);
+        self.stats.add(rec);
+        self.after_record(start)
+    }
+
+    /// Appends already-encoded record bytes without any check. Only for building test fixtures
+    /// that must break the format on purpose.
+    #[doc(hidden)]
+    /// Records that decode are counted in the trailer as usual.
+    pub fn push_raw(&mut self, encoded: &[u8]) -> Result<(), FormatError> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(encoded);
+        match super::record::decode(&mut super::msgpack::Cur::new(encoded)) {
+            Ok(Record::Key(k)) => self.stats.add(&k),
+            _ => self.stats.records += 1,
+        }
+        self.after_record(start)
+    }
+
+    /// Cuts a block when the buffer reaches its target (F-BLK-3) or would pass the limit (§7).
+    fn after_record(&mut self, start: usize) -> Result<(), FormatError> {
+        let rec_len = self.buf.len() - start;
+        if rec_len > MAX_BLOCK_RAW {
+            self.buf.truncate(start);
+            return Err(FormatError::Limit {
+                what: "record size",
+                offset: 0,
+                value: rec_len as u64,
+                max: MAX_BLOCK_RAW as u64,
+            });
+        }
+        if self.buf.len() > MAX_BLOCK_RAW {
+            let tail = self.buf.split_off(start);
+            self.ship()?;
+            self.buf = tail;
+        }
+        self.buf_records += 1;
+        if self.buf.len() >= self.opts.block_target {
+            self.ship()?;
+        }
+        Ok(())
+    }
+
+    fn ship(&mut self) -> Result<(), FormatError> {
+        if self.buf_records == 0 {
+            return Ok(());
+        }
+        let raw = std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(self.opts.block_target + self.opts.block_target / 8),
+        );
+        self.raw_shipped += raw.len() as u64;
+        let records = std::mem::take(&mut self.buf_records);
+        self.send(Msg::Block { raw, records })
+    }
+
+    fn send(&mut self, msg: Msg) -> Result<(), FormatError> {
+        let tx = self.tx.as_ref().expect("BUG: send after finish");
+        if tx.send(msg).is_err() {
+            // The thread stopped: it returned an error, which join reports.
+            return Err(self.join().err().unwrap_or_else(|| FormatError::Io {
+                offset: 0,
+                message: "compression thread stopped".into(),
+            }));
+        }
+        Ok(())
+    }
+
+    fn join(&mut self) -> Result<FinishedPart<W>, FormatError> {
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(FormatError::Io {
+                offset: 0,
+                message: "compression thread panicked".into(),
+            }),
+            None => Err(FormatError::Io {
+                offset: 0,
+                message: "writer already finished".into(),
+            }),
+        }
+    }
+
+    /// Writes the last block and the trailer, flushes, and returns what the manifest needs.
+    pub fn finish(mut self) -> Result<FinishedPart<W>, FormatError> {
+        self.seq.finish().map_err(|detail| FormatError::Record {
+            block: u32::MAX,
+            record: u32::MAX,
+            detail,
+        })?;
+        self.ship()?;
+        let s = std::mem::take(&mut self.stats);
+        let trailer = Trailer {
+            blocks: Vec::new(),
+            records: s.records,
+            keys: s.keys,
+            keys_by_type: s.keys_by_type,
+            raw_bytes: 0,
+            expiring_keys: s.expiring,
+            min_expire_at_ms: s.min_expire,
+            max_expire_at_ms: s.max_expire,
+            big_keys: s.big,
+            file_crc32: 0,
+        };
+        self.send(Msg::Finish(Box::new(trailer)))?;
+        self.join()
+    }
+}
+
+/// Counts and hashes every byte on its way to the output.
+struct Out<W: Write> {
+    w: W,
+    offset: u64,
+    crc: crc32fast::Hasher,
+    sha: Sha256,
+}
+
+impl<W: Write> Out<W> {
+    fn put(&mut self, b: &[u8]) -> Result<(), FormatError> {
+        self.w.write_all(b).map_err(|e| FormatError::io(self.offset, &e))?;
+        self.crc.update(b);
+        self.sha.update(b);
+        self.offset += b.len() as u64;
+        Ok(())
+    }
+}
+
+fn compress_thread<W: Write>(
+    w: W,
+    header: ShardHeader,
+    head: Vec<u8>,
+    level: i32,
+    rx: Receiver<Msg>,
+) -> Result<FinishedPart<W>, FormatError> {
+    let mut out = Out {
+        w,
+        offset: 0,
+        crc: crc32fast::Hasher::new(),
+        sha: Sha256::new(),
+    };
+    out.put(&head)?;
+    let zerr = |e: std::io::Error| FormatError::Io {
+        offset: 0,
+        message: format!("zstd: {e}"),
+    };
+    let mut z = zstd::bulk::Compressor::new(level).map_err(zerr)?;
+    z.include_checksum(true).map_err(zerr)?; // F-BLK-2: zstd -t checks every block
+    z.include_contentsize(true).map_err(zerr)?;
+    let mut blocks = Vec::new();
+    let mut raw_bytes = 0u64;
+    let mut frame = Vec::new();
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            Msg::Block { raw, records } => {
+                frame.clear();
+                frame.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+                z.compress_to_buffer(&raw, &mut frame).map_err(zerr)?;
+                let h = BlockHeader {
+                    index: blocks.len() as u32,
+                    data_len: frame.len() as u32,
+                    raw_len: raw.len() as u32,
+                    records,
+                    data_crc: crc32fast::hash(&frame),
+                };
+                blocks.push(BlockEntry(out.offset, h.data_len, h.raw_len, records));
+                raw_bytes += raw.len() as u64;
+                out.put(&h.encode())?;
+                out.put(&frame)?;
+            }
+            Msg::Finish(mut trailer) => {
+                trailer.blocks = std::mem::take(&mut blocks);
+                trailer.raw_bytes = raw_bytes;
+                trailer.file_crc32 = out.crc.clone().finalize();
+                out.put(&encode_trailer(&trailer))?;
+                out.w.flush().map_err(|e| FormatError::io(out.offset, &e))?;
+                return Ok(FinishedPart {
+                    header,
+                    trailer: *trailer,
+                    bytes: out.offset,
+                    sha256: hex::encode(out.sha.finalize()),
+                    out: out.w,
+                });
+            }
+        }
+    }
+    Err(FormatError::Io {
+        offset: out.offset,
+        message: "writer dropped before finish".into(),
+    })
+}

@@ -1,0 +1,10 @@
+//! kvferry: moves the data of Redis-protocol databases through snapshot files.
+//!
+//! - [`format`]: the snapshot format of `format-spec/SPEC.md` (pure: no network, no CLI);
+//! - [`cmd`]: the subcommands, the only layer that adds file and server context to errors;
+//! - [`cli`]: argument parsing and dispatch.
+
+pub mod cli;
+pub mod cmd;
+pub mod format;
+pub mod util;

@@ -1,0 +1,15 @@
+//! The `kvferry` binary: turns the result of [`kvferry::cli::run`] into an exit code.
+//! 0 ok, 1 a check found problems (or `verify` found differences), 2 error.
+
+fn main() {
+    let code = match kvferry::cli::run() {
+        Ok(code) => code,
+        // `kvferry cat ... | head` closes the pipe early: that is success, not an error.
+        Err(e) if kvferry::cli::is_broken_pipe(&e) => 0,
+        Err(e) => {
+            eprintln!("kvferry: error: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
