@@ -105,53 +105,53 @@ class Decoder:
     def remaining(self):
         return len(self.buf) - self.pos
 
-    def take(self, n):
-        need(n <= self.remaining(), f"MessagePack length {n} at offset {self.pos} exceeds the "
-                                    f"{self.remaining()} remaining bytes (§7)")
+    def take(self, n):  # §7: a length beyond the remaining bytes is rejected before allocating
+        need(n <= self.remaining(), f"MessagePack data needs {n} bytes at offset {self.pos}, "
+                                    f"only {self.remaining()} remain (§7)")
         chunk = self.buf[self.pos:self.pos + n]
         self.pos += n
         return chunk
 
-    def int(self, size, signed=False):  # MessagePack integers are big-endian
+    def be_int(self, size, signed=False):  # MessagePack integers are big-endian
         return int.from_bytes(self.take(size), "big", signed=signed)
 
     def value(self, depth=0):
         at = self.pos
-        m = self.int(1)
+        m = self.be_int(1)
         if m <= 0x7F:
             return m                                    # positive fixint
         if m >= 0xE0:
             return m - 0x100                            # negative fixint
         if m <= 0x8F:
-            return self.map(m & 0x0F, depth)            # fixmap
+            return self.read_map(m & 0x0F, depth)            # fixmap
         if m <= 0x9F:
-            return self.array(m & 0x0F, depth)          # fixarray
+            return self.read_array(m & 0x0F, depth)          # fixarray
         if m <= 0xBF:
-            return self.str(m & 0x1F)                   # fixstr
+            return self.read_str(m & 0x1F)                   # fixstr
         if m == 0xC0:
             return None
         if m in (0xC2, 0xC3):
             return m == 0xC3
         if 0xC4 <= m <= 0xC6:                           # bin 8/16/32
-            return bytes(self.take(self.int(1 << (m - 0xC4))))
+            return bytes(self.take(self.be_int(1 << (m - 0xC4))))
         if 0xC7 <= m <= 0xC9:                           # ext 8/16/32
-            return self.ext(self.int(1 << (m - 0xC7)))
+            return self.read_ext(self.be_int(1 << (m - 0xC7)))
         if m == 0xCA:
             return Float32(struct.unpack(">f", self.take(4))[0])
         if m == 0xCB:
             return struct.unpack(">d", self.take(8))[0]
         if 0xCC <= m <= 0xCF:                           # uint 8/16/32/64
-            return self.int(1 << (m - 0xCC))
+            return self.be_int(1 << (m - 0xCC))
         if 0xD0 <= m <= 0xD3:                           # int 8/16/32/64
-            return self.int(1 << (m - 0xD0), signed=True)
+            return self.be_int(1 << (m - 0xD0), signed=True)
         if 0xD4 <= m <= 0xD8:                           # fixext 1/2/4/8/16
-            return self.ext(1 << (m - 0xD4))
+            return self.read_ext(1 << (m - 0xD4))
         if 0xD9 <= m <= 0xDB:                           # str 8/16/32
-            return self.str(self.int(1 << (m - 0xD9)))
+            return self.read_str(self.be_int(1 << (m - 0xD9)))
         if m in (0xDC, 0xDD):                           # array 16/32
-            return self.array(self.int(2 if m == 0xDC else 4), depth)
+            return self.read_array(self.be_int(2 if m == 0xDC else 4), depth)
         if m in (0xDE, 0xDF):                           # map 16/32
-            return self.map(self.int(2 if m == 0xDE else 4), depth)
+            return self.read_map(self.be_int(2 if m == 0xDE else 4), depth)
         raise Reject(f"invalid MessagePack marker 0x{m:02x} at offset {at}")
 
     def nest(self, count, depth):  # §7: 16 levels of arrays/maps at most; each element >= 1 byte
@@ -160,23 +160,23 @@ class Decoder:
         need(count <= self.remaining(), f"MessagePack container of {count} elements at offset "
                                         f"{self.pos} exceeds the {self.remaining()} remaining bytes (§7)")
 
-    def array(self, n, depth):
+    def read_array(self, n, depth):
         self.nest(n, depth)
         return [self.value(depth + 1) for _ in range(n)]
 
-    def map(self, n, depth):
+    def read_map(self, n, depth):
         self.nest(2 * n, depth)
         return Map([(self.value(depth + 1), self.value(depth + 1)) for _ in range(n)])
 
-    def str(self, n):
+    def read_str(self, n):
         at, raw = self.pos, self.take(n)
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             raise Reject(f"MessagePack str at offset {at} is not valid UTF-8") from None
 
-    def ext(self, n):
-        code = self.int(1, signed=True)
+    def read_ext(self, n):
+        code = self.be_int(1, signed=True)
         return Ext(code, bytes(self.take(n)))
 
 
@@ -197,7 +197,8 @@ def want_uint(v, what):  # F-CONV-4: any integer encoding of a non-negative valu
 
 
 def want_uint_or_nil(v, what):
-    return None if v is None else want_uint(v, what + " (or nil)")
+    need(v is None or type(v) is int and v >= 0, f"{what} must be a uint or nil, found {type_of(v)}")
+    return v
 
 
 def want_bin(v, what):  # F-CONV-4: a str where bin is required is an error
@@ -258,6 +259,14 @@ def json_bytes(b):  # BYTES: a string when valid UTF-8, else {"base64":...}
         return '{"base64":"' + base64.b64encode(b).decode("ascii") + '"}'
 
 
+def json_object(fields):  # fields: (name, JSON text) pairs, in the order §10 gives
+    return "{" + ",".join(f'"{name}":{text}' for name, text in fields) + "}"
+
+
+def json_list(items):
+    return "[" + ",".join(items) + "]"
+
+
 def json_num(n):
     return "null" if n is None else str(n)
 
@@ -293,9 +302,8 @@ def json_score(x):  # F-JSON-2: ECMAScript Number::toString
     return ("-" if x < 0 else "") + text
 
 
-def json_pairs(items):
-    return "[" + ",".join(f"[{json_bytes(a)},{json_bytes(b)}]"
-                          for a, b in zip(items[0::2], items[1::2])) + "]"
+def json_pairs(items):  # [[field,value],...] from field, value, field, value, ...
+    return json_list(f"[{json_bytes(a)},{json_bytes(b)}]" for a, b in zip(items[0::2], items[1::2]))
 
 
 def render_line(shard, kind, db, key, part, flags, expire, value_json):  # F-JSON-1
@@ -304,10 +312,12 @@ def render_line(shard, kind, db, key, part, flags, expire, value_json):  # F-JSO
         names.append('"pika_hll"')
     if flags & MULTI_TYPE:
         names.append('"multi_type"')
-    names += [f'"bit{b}"' for b in range(16, 32) if flags >> b & 1]
-    return (f'{{"shard":{json_str(shard)},"db":{db},"key":{json_bytes(key)},'
-            f'"type":"{TYPE_NAMES[kind]}","part":{part},"last":{"true" if flags & LAST else "false"},'
-            f'"expire_at_ms":{json_num(expire)},"flags":[{",".join(names)}],"value":{value_json}}}\n')
+    names += [f'"bit{b}"' for b in range(16, 32) if flags >> b & 1]  # advisory bits
+    return json_object([
+        ("shard", json_str(shard)), ("db", str(db)), ("key", json_bytes(key)),
+        ("type", json_str(TYPE_NAMES[kind])), ("part", str(part)),
+        ("last", "true" if flags & LAST else "false"), ("expire_at_ms", json_num(expire)),
+        ("flags", json_list(names)), ("value", value_json)]) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,7 +344,7 @@ def hash_value(v, last):
 
 def list_value(v, last, what="list value"):
     items = bin_list(v, what)
-    return "[" + ",".join(map(json_bytes, items)) + "]", sum(map(len, items)), len(items)
+    return json_list(map(json_bytes, items)), sum(map(len, items)), len(items)
 
 
 def set_value(v, last):
@@ -348,11 +358,11 @@ def zset_value(v, last):
     for i, (member, score) in enumerate(zip(members, scores)):
         want_bin(member, f"zset member {i}")
         need(type(score) is float, f"zset score {i} must be float 64, found {type_of(score)}")
-    rendered = ",".join(f"[{json_bytes(m)},{json_score(s)}]" for m, s in zip(members, scores))
-    return "[" + rendered + "]", sum(map(len, members)) + 8 * len(scores), len(members)
+    rendered = json_list(f"[{json_bytes(m)},{json_score(s)}]" for m, s in zip(members, scores))
+    return rendered, sum(map(len, members)) + 8 * len(scores), len(members)
 
 
-def stream_id(v, what):
+def stream_id(v, what):  # id = [ms, seq], rendered "ms-seq"
     ms, seq = want_array(v, what, 2)
     return json_id(want_uint(ms, what + " ms"), want_uint(seq, what + " seq"))
 
@@ -362,7 +372,7 @@ def stream_value(v, last):  # F-REC-5
     rendered, value_bytes = [], 0
     for i, entry in enumerate(want_array(entries, "stream entries")):
         ms, seq, fields = want_array(entry, f"stream entry {i}", 3)
-        entry_id = json_id(want_uint(ms, f"stream entry {i} ms"), want_uint(seq, f"stream entry {i} seq"))
+        entry_id = stream_id([ms, seq], f"stream entry {i}")
         fields = bin_list(fields, f"stream entry {i} fields", even=True)
         rendered.append(f"[{entry_id},{json_pairs(fields)}]")
         value_bytes += 16 + sum(map(len, fields))
@@ -372,35 +382,43 @@ def stream_value(v, last):  # F-REC-5
     else:
         need(meta is not None, "stream meta must not be nil in the last part")
         meta_json = stream_meta(meta)
-    return '{"entries":[' + ",".join(rendered) + '],"meta":' + meta_json + "}", value_bytes, len(rendered)
+    return json_object([("entries", json_list(rendered)), ("meta", meta_json)]), value_bytes, len(rendered)
 
 
 def stream_meta(v):
     last_id, entries_added, max_deleted_id, groups = want_array(v, "stream meta", 4)
-    group_json = []
-    for g, group in enumerate(want_array(groups, "stream groups")):
-        what = f"stream group {g}"
-        name, delivered, entries_read, consumers, pending = want_array(group, what, 5)
-        consumer_json = []
-        for c, consumer in enumerate(want_array(consumers, what + " consumers")):
-            cname, seen = want_array(consumer, f"{what} consumer {c}", 2)
-            consumer_json.append(f'{{"name":{json_bytes(want_bin(cname, f"{what} consumer {c} name"))},'
-                                 f'"seen_time_ms":{json_num(want_uint_or_nil(seen, f"{what} consumer {c} seen_time_ms"))}}}')
-        pending_json = []
-        for p, entry in enumerate(want_array(pending, what + " pending")):
-            pid, pname, ptime, pcount = want_array(entry, f"{what} pending {p}", 4)
-            pending_json.append(f'{{"id":{stream_id(pid, f"{what} pending {p} id")},'
-                                f'"consumer":{json_bytes(want_bin(pname, f"{what} pending {p} consumer"))},'
-                                f'"delivery_time_ms":{want_uint(ptime, f"{what} pending {p} delivery_time_ms")},'
-                                f'"delivery_count":{want_uint(pcount, f"{what} pending {p} delivery_count")}}}')
-        group_json.append(f'{{"name":{json_bytes(want_bin(name, what + " name"))},'
-                          f'"last_delivered_id":{stream_id(delivered, what + " last_delivered_id")},'
-                          f'"entries_read":{json_num(want_uint_or_nil(entries_read, what + " entries_read"))},'
-                          f'"consumers":[{",".join(consumer_json)}],"pending":[{",".join(pending_json)}]}}')
-    max_deleted = "null" if max_deleted_id is None else stream_id(max_deleted_id, "max_deleted_id")
-    return (f'{{"last_id":{stream_id(last_id, "last_id")},'
-            f'"entries_added":{json_num(want_uint_or_nil(entries_added, "entries_added"))},'
-            f'"max_deleted_id":{max_deleted},"groups":[{",".join(group_json)}]}}')
+    groups = want_array(groups, "stream groups")
+    return json_object([
+        ("last_id", stream_id(last_id, "last_id")),
+        ("entries_added", json_num(want_uint_or_nil(entries_added, "entries_added"))),
+        ("max_deleted_id", "null" if max_deleted_id is None else stream_id(max_deleted_id, "max_deleted_id")),
+        ("groups", json_list(stream_group(g, f"stream group {i}") for i, g in enumerate(groups)))])
+
+
+def stream_group(v, what):
+    name, delivered, entries_read, consumers, pending = want_array(v, what, 5)
+    consumers = want_array(consumers, what + " consumers")
+    pending = want_array(pending, what + " pending")
+    return json_object([
+        ("name", json_bytes(want_bin(name, what + " name"))),
+        ("last_delivered_id", stream_id(delivered, what + " last_delivered_id")),
+        ("entries_read", json_num(want_uint_or_nil(entries_read, what + " entries_read"))),
+        ("consumers", json_list(stream_consumer(c, f"{what} consumer {i}") for i, c in enumerate(consumers))),
+        ("pending", json_list(stream_pending(p, f"{what} pending {i}") for i, p in enumerate(pending)))])
+
+
+def stream_consumer(v, what):
+    name, seen = want_array(v, what, 2)
+    return json_object([("name", json_bytes(want_bin(name, what + " name"))),
+                        ("seen_time_ms", json_num(want_uint_or_nil(seen, what + " seen_time_ms")))])
+
+
+def stream_pending(v, what):
+    entry_id, consumer, time_ms, count = want_array(v, what, 4)
+    return json_object([("id", stream_id(entry_id, what + " id")),
+                        ("consumer", json_bytes(want_bin(consumer, what + " consumer"))),
+                        ("delivery_time_ms", str(want_uint(time_ms, what + " delivery_time_ms"))),
+                        ("delivery_count", str(want_uint(count, what + " delivery_count")))])
 
 
 VALUE_READERS = {1: string_value, 2: hash_value, 3: list_value, 4: set_value, 5: zset_value,
@@ -412,8 +430,8 @@ VALUE_READERS = {1: string_value, 2: hash_value, 3: list_value, 4: set_value, 5:
 
 class Occurrence:
     """A key occurrence being read (F-PART-1)."""
-    def __init__(self, identity, key, kind):
-        self.identity, self.key, self.kind = identity, key, kind
+    def __init__(self, identity, key):
+        self.identity, self.key = identity, key
         self.next_part, self.value_bytes, self.elements = 0, 0, 0
 
 
@@ -435,12 +453,16 @@ class FileRecords:
         need(len(rec) >= 1, "record is an empty array (F-REC-1)")
         kind = want_uint(rec[0], "record kind")
         if 64 <= kind <= 127:  # F-REC-1: skippable; F-PART-1: never inside an occurrence
-            need(self.open is None, f"skippable record of kind {kind} inside an open key occurrence (F-PART-1)")
+            need(self.open is None, f"skippable record of kind {kind} inside an open key occurrence "
+                                    f"(F-PART-1)")
             return
-        need(kind in TYPE_NAMES, f"record kind {kind} is {'reserved' if kind == 0 or kind >= 128 else 'an unknown must-understand kind'} (F-REC-1)")
+        need(kind != 0 and kind < 128, f"record kind {kind} is reserved (F-REC-1)")
+        need(kind in TYPE_NAMES, f"record kind {kind} is a must-understand kind this reader does "
+                                 f"not know (F-REC-1)")
         need(len(rec) == 7, f"key record must have 7 elements, has {len(rec)} (F-REC-2)")
         _, db, key, part, flags, expire, value = rec
-        need(want_uint(db, "db") == self.db, f"record db {db} differs from the header's db {self.db} (F-REC-2)")
+        need(want_uint(db, "db") == self.db, f"record db {db} differs from the header's db {self.db} "
+                                             f"(F-REC-2)")
         want_bin(key, "key")
         want_uint(part, "part")
         want_uint(flags, "flags")
@@ -456,7 +478,8 @@ class FileRecords:
                                     f"{self.open and self.open.key!r} is still open (F-PART-2)")
             self.start_occurrence(identity, key, kind, expire)
         else:
-            need(self.open is not None, f"part {part} of key {key!r} continues no open occurrence (F-PART-2)")
+            need(self.open is not None, f"part {part} of key {key!r} continues no open occurrence "
+                                        f"(F-PART-2)")
             need(part == self.open.next_part, f"part {part} of key {key!r} where part "
                                               f"{self.open.next_part} was due (F-PART-2)")
             for i, name in enumerate(("kind", "db", "key", "expire_at_ms", "flags")):
@@ -472,7 +495,7 @@ class FileRecords:
         self.lines.append(render_line(self.shard, kind, db, key, part, flags, expire, value_json))
 
     def start_occurrence(self, identity, key, kind, expire):
-        self.open = Occurrence(identity, key, kind)
+        self.open = Occurrence(identity, key)
         self.keys += 1
         self.keys_by_type[TYPE_NAMES[kind]] += 1
         if expire is not None:
@@ -493,7 +516,8 @@ def read_header(data, shard, db, part):
     with where("header frame at offset 0"):
         need(len(data) >= 8, f"file of {len(data)} bytes is too short for a header frame")
         magic = u32(data, 0)  # F-HDR-2 order: frame magic, KVFSHARD, major version, ...
-        need(magic == HEADER_FRAME, f"frame magic is 0x{magic:08X}, expected 0x{HEADER_FRAME:08X} (F-HDR-1)")
+        need(magic == HEADER_FRAME, f"frame magic is 0x{magic:08X}, expected 0x{HEADER_FRAME:08X} "
+                                    f"(F-HDR-1)")
         need(len(data) >= 8 + 16, "file is truncated inside the header frame")
         need(data[8:16] == b"KVFSHARD", "payload does not start with KVFSHARD (F-HDR-1)")
         major, minor = struct.unpack_from("<HH", data, 16)
@@ -501,11 +525,13 @@ def read_header(data, shard, db, part):
                                        f"this reader supports {SUPPORTED_MAJOR}.x (F-VER-1)")
         body_len, frame_size = u32(data, 20), u32(data, 4)
         need(body_len <= HEADER_BODY_MAX, f"body length {body_len} exceeds {HEADER_BODY_MAX} (§7)")
-        need(frame_size == 20 + body_len, f"Frame_Size {frame_size} is not 20 + B = {20 + body_len} (F-HDR-1)")
+        need(frame_size == 20 + body_len, f"Frame_Size {frame_size} is not 20 + B = {20 + body_len} "
+                                          f"(F-HDR-1)")
         end = 8 + frame_size
         need(len(data) >= end, "file is truncated inside the header frame")
         stored, computed = u32(data, end - 4), crc32(data[8:end - 4])
-        need(computed == stored, f"CRC-32 mismatch: stored 0x{stored:08X}, computed 0x{computed:08X} (F-HDR-2)")
+        need(computed == stored, f"CRC-32 mismatch: stored 0x{stored:08X}, computed 0x{computed:08X} "
+                                 f"(F-HDR-2)")
         h = decode_body(data[24:end - 4], "header body")
         # F-HDR-3, F-SNAP-4: the identity the manifest gives this file
         need(want_str(required(h, "shard", "header"), "header shard") == shard,
@@ -536,8 +562,10 @@ def read_trailer(data, header_end):
                                   f"before the end of the header frame at {header_end} (F-TRL-2)")
         with where(f"frame at offset {start}"):
             magic, frame_size = u32(data, start), u32(data, start + 4)
-            need(magic == TRAILER_FRAME, f"frame magic is 0x{magic:08X}, expected 0x{TRAILER_FRAME:08X} (F-TRL-2)")
-            need(frame_size == body_len + 16, f"Frame_Size {frame_size} is not B + 16 = {body_len + 16} (F-TRL-2)")
+            need(magic == TRAILER_FRAME, f"frame magic is 0x{magic:08X}, expected "
+                                         f"0x{TRAILER_FRAME:08X} (F-TRL-2)")
+            need(frame_size == body_len + 16, f"Frame_Size {frame_size} is not B + 16 = {body_len + 16} "
+                                              f"(F-TRL-2)")
             body = data[start + 8:start + 8 + body_len]
             computed = crc32(body)
             need(computed == body_crc, f"body CRC-32 mismatch: stored 0x{body_crc:08X}, "
@@ -563,15 +591,16 @@ def check_trailer_body(t):
     out["big_keys"] = []
     for i, entry in enumerate(want_array(required(t, "big_keys", "trailer body"), "trailer big_keys")):
         key, type_name, value_bytes, elements = want_array(entry, f"trailer big_keys[{i}]", 4)
-        out["big_keys"].append((want_uint(value_bytes, f"big_keys[{i}] value_bytes"), want_bin(key, f"big_keys[{i}] key"),
-                                want_str(type_name, f"big_keys[{i}] type"), want_uint(elements, f"big_keys[{i}] elements")))
+        what = f"trailer big_keys[{i}]"
+        out["big_keys"].append((want_uint(value_bytes, what + " value_bytes"), want_bin(key, what + " key"),
+                                want_str(type_name, what + " type"), want_uint(elements, what + " elements")))
     return out
 
 
 def decompress(frame, raw_size):
     """F-BLK-2, F-BLK-4: exactly one standard zstd frame with a content checksum, no dictionary,
     decompressing to exactly raw_size bytes."""
-    need(frame[:4] == ZSTD_MAGIC, f"data frame does not start with the zstd magic (F-BLK-2)")
+    need(frame[:4] == ZSTD_MAGIC, "data frame does not start with the zstd magic (F-BLK-2)")
     try:
         params = zstandard.get_frame_parameters(frame)
     except zstandard.ZstdError as e:
@@ -584,8 +613,10 @@ def decompress(frame, raw_size):
         content = zstandard.ZstdDecompressor().decompress(frame, max_output_size=raw_size,
                                                           allow_extra_data=False)
     except zstandard.ZstdError as e:
-        raise Reject(f"data frame: zstd error (or content larger than R = {raw_size}): {e} (F-BLK-2)") from None
-    need(len(content) == raw_size, f"data frame decompresses to {len(content)} bytes, R = {raw_size} (F-BLK-2)")
+        raise Reject(f"data frame: zstd error (or content larger than R = {raw_size}): {e} "
+                     f"(F-BLK-2)") from None
+    need(len(content) == raw_size, f"data frame decompresses to {len(content)} bytes, R = {raw_size} "
+                                   f"(F-BLK-2)")
     return content
 
 
@@ -605,7 +636,8 @@ def read_block(data, pos, end, number, records):
     need(r <= R_MAX, f"R = {r} exceeds the limit {R_MAX} (§7)")
     need(d <= D_MAX, f"D = {d} exceeds the limit {D_MAX} (§7)")
     need(count >= 1, "block holds no records (F-BLK-3)")
-    need(d <= room - 36, f"data frame of D = {d} bytes runs past the trailer frame at offset {end} (F-FRAME-2)")
+    need(d <= room - 36, f"data frame of D = {d} bytes runs past the trailer frame at offset {end} "
+                         f"(F-FRAME-2)")
     frame = data[pos + 36:pos + 36 + d]
     computed = crc32(frame)
     need(computed == data_crc, f"data frame CRC-32 mismatch: stored 0x{data_crc:08X}, "
@@ -623,7 +655,8 @@ def read_block(data, pos, end, number, records):
 def check_big_keys(listed, occurrences):
     """F-TRL-3 big_keys: the 10 biggest occurrences by (value_bytes desc, key, type). Occurrences
     equal in all three may be listed in any order, and any of them may fill the last places."""
-    order = lambda e: (-e[0], e[1], e[2])
+    def order(e):
+        return (-e[0], e[1], e[2])
     expected = sorted(occurrences, key=order)[:10]
     need(len(listed) == len(expected), f"big_keys has {len(listed)} entries, expected {len(expected)}")
     for i, (a, b) in enumerate(zip(listed, expected)):
@@ -631,7 +664,8 @@ def check_big_keys(listed, occurrences):
     for tie in set(map(order, listed)):
         got = Counter(e[3] for e in listed if order(e) == tie)
         have = Counter(e[3] for e in occurrences if order(e) == tie)
-        need(not got - have, f"big_keys elements of {tie} are {sorted(got.elements())}, the records give {sorted(have.elements())}")
+        need(not got - have, f"big_keys elements of {tie} are {sorted(got.elements())}, "
+                             f"the records give {sorted(have.elements())}")
 
 
 def read_part(data, shard, db, part):
@@ -659,7 +693,8 @@ def read_part(data, shard, db, part):
                             ("keys_by_type", dict(records.keys_by_type)),
                             ("raw_bytes", sum(entry[2] for entry in index)),
                             ("expiring_keys", records.expiring_keys),
-                            ("min_expire_at_ms", records.min_expire), ("max_expire_at_ms", records.max_expire)):
+                            ("min_expire_at_ms", records.min_expire),
+                            ("max_expire_at_ms", records.max_expire)):
             need(trailer[key] == actual, f"{key} is {trailer[key]}, the records give {actual}")
         with where("big_keys"):
             check_big_keys(trailer["big_keys"], records.big)
@@ -729,7 +764,8 @@ def load_manifest(snapdir):
             what = f"shards[{s}]"
             need(type(shard) is dict, f"{what} is not an object")
             shard_id = field(shard, "id", "string", what)
-            need(ID_FORM.fullmatch(shard_id), f"{what} id {shard_id!r} is not of the form [A-Za-z0-9._-]{{1,128}}")
+            need(ID_FORM.fullmatch(shard_id), f"{what} id {shard_id!r} is not of the form "
+                                              f"[A-Za-z0-9._-]{{1,128}} (F-SNAP-3)")
             need(shard_id not in ids, f"{what} id {shard_id!r} is not unique (F-SNAP-3)")
             ids.add(shard_id)
             field(shard, "source", "string", what)
@@ -750,12 +786,20 @@ def load_manifest(snapdir):
                 for key in ("bytes", "blocks", "records", "keys", "raw_bytes"):
                     field(part, key, "integer", pwhat)
                 digest = field(part, "sha256", "string", pwhat)
-                need(re.fullmatch(r"[0-9a-f]{64}", digest), f"{pwhat} sha256 is not 64 lowercase hex digits (F-CONV-3)")
+                need(re.fullmatch(r"[0-9a-f]{64}", digest), f"{pwhat} sha256 is not 64 lowercase hex "
+                                                            f"digits (F-CONV-3)")
         totals = field(m, "totals", "object", "manifest")
         for name in ("keys", "records", "raw_bytes", "file_bytes", "files"):
             field(totals, name, "integer", "totals")
         keys_by_type_field(totals, "totals")
     return m
+
+
+def check_sums(declared, names, sums, types, what):
+    for name in names:
+        need(declared[name] == sums[name], f"{name} is {declared[name]}, {what} sum to {sums[name]}")
+    types = dict(+types)  # types with 0 omitted (F-SNAP-3)
+    need(declared["keys_by_type"] == types, f"keys_by_type is {declared['keys_by_type']}, {what} sum to {types}")
 
 
 def cat(snapdir):
@@ -771,9 +815,11 @@ def cat(snapdir):
             with where(name):
                 with open(path, "rb") as f:
                     data = f.read()
-                need(len(data) == part["bytes"], f"file is {len(data)} bytes, the manifest says {part['bytes']} (F-SNAP-4)")
+                need(len(data) == part["bytes"], f"file is {len(data)} bytes, the manifest says "
+                                                 f"{part['bytes']} (F-SNAP-4)")
                 digest = hashlib.sha256(data).hexdigest()
-                need(digest == part["sha256"], f"SHA-256 is {digest}, the manifest says {part['sha256']} (F-SNAP-4)")
+                need(digest == part["sha256"], f"SHA-256 is {digest}, the manifest says "
+                                               f"{part['sha256']} (F-SNAP-4)")
                 part_lines, trailer = read_part(data, shard["id"], shard["db"], p)
                 actual = {"blocks": len(trailer["blocks"]), "records": trailer["records"],
                           "keys": trailer["keys"], "raw_bytes": trailer["raw_bytes"]}
@@ -785,17 +831,12 @@ def cat(snapdir):
                         file_bytes=len(data), files=1)
             types.update(trailer["keys_by_type"])
         with where(f"MANIFEST.json: shards[{s}] (id {shard['id']!r})"):  # F-SNAP-4: sums of parts
-            for key in ("keys", "records", "raw_bytes"):
-                need(shard[key] == sums[key], f"{key} is {shard[key]}, its parts sum to {sums[key]}")
-            need(shard["keys_by_type"] == dict(+types), f"keys_by_type is {shard['keys_by_type']}, "
-                                                       f"its parts sum to {dict(+types)}")
+            check_sums(shard, ("keys", "records", "raw_bytes"), sums, types, "its parts")
         totals.update(sums)
         total_types.update(types)
-    with where("MANIFEST.json: totals"):
-        for key in ("keys", "records", "raw_bytes", "file_bytes", "files"):
-            need(m["totals"][key] == totals[key], f"{key} is {m['totals'][key]}, the shards sum to {totals[key]}")
-        need(m["totals"]["keys_by_type"] == dict(+total_types), f"keys_by_type is {m['totals']['keys_by_type']}, "
-                                                               f"the shards sum to {dict(+total_types)}")
+    with where("MANIFEST.json: totals"):  # F-SNAP-4: sums over all shards
+        check_sums(m["totals"], ("keys", "records", "raw_bytes", "file_bytes", "files"), totals, total_types,
+                   "the shards")
     return "".join(lines).encode("utf-8")
 
 

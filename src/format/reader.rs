@@ -78,6 +78,7 @@ pub struct ShardReader {
 }
 
 /// A decompressed, checksum-verified block.
+#[derive(Debug)]
 pub struct Block {
     pub index: u32,
     /// The file's db: every key record must carry it (F-REC-2).

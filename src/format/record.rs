@@ -487,7 +487,8 @@ impl PartSeq {
                 None => Ok(()),
             };
         };
-        match self.open.take() {
+        // Validate first, change state after: a refused record leaves the sequence as it was.
+        match &self.open {
             None if r.part != 0 => {
                 return Err(format!(
                     "part {} of key {:?} without its part 0 before it",
@@ -530,7 +531,6 @@ impl PartSeq {
                         Lossy(r.key)
                     ));
                 }
-                self.open = Some(o);
             }
         }
         let o = self.open.as_mut().expect("BUG: occurrence opened above");

@@ -1,0 +1,147 @@
+//! The `inspect`, `cat` and `check` commands as an operator runs them: output, filters, exit
+//! codes (0 ok, 1 damage found, 2 error).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn kvferry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kvferry")).args(args).output().unwrap()
+}
+
+fn fixture(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn cat_filters_by_key_prefix_and_shard() {
+    let all = fixture("good/all-types");
+    let o = kvferry(&["cat", &all, "--key", "multi"]);
+    assert!(o.status.success());
+    let text = stdout(&o);
+    assert_eq!(text.lines().count(), 2, "both types of the multi-type key");
+    assert!(text.lines().all(|l| l.contains("\"key\":\"multi\"")));
+    let o = kvferry(&["cat", &all, "--prefix", "stream:"]);
+    assert_eq!(stdout(&o).lines().count(), 2);
+    let o = kvferry(&["cat", &all, "--shard", "src0-db3"]);
+    assert_eq!(stdout(&o).lines().count(), 1);
+    assert!(stdout(&o).contains("\"key\":\"other-db\""));
+    let o = kvferry(&["cat", &all, "--shard", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no shard \"nope\"; the snapshot has: src0-db0, src0-db3"));
+}
+
+#[test]
+fn cat_of_a_binary_key_from_the_shell() {
+    use std::os::unix::ffi::OsStrExt;
+    // The key is \xff \0 "bin"; an argument cannot hold NUL, so select by the byte before it.
+    let prefix = std::ffi::OsStr::from_bytes(b"\xff");
+    let o = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .arg("cat")
+        .arg(fixture("good/all-types"))
+        .arg("--prefix")
+        .arg(prefix)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(
+        stdout(&o).contains("\"key\":{\"base64\":\"/wBiaW4=\"}"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(stdout(&o).lines().count(), 1);
+}
+
+#[test]
+fn cat_of_one_file() {
+    let o = kvferry(&["cat", &fixture("good/parts/src0-db0.0001.kvf")]);
+    assert!(o.status.success());
+    assert!(stdout(&o).lines().count() >= 1);
+}
+
+#[test]
+fn cat_into_a_closed_pipe_exits_zero() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .args(["cat", &fixture("good/parts")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away at once, like `| head -0`
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn inspect_json_summarises_the_snapshot() {
+    let o = kvferry(&["inspect", "--json", &fixture("good/all-types")]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["complete"], true);
+    assert_eq!(v["totals"]["keys"], 14);
+    assert_eq!(v["totals"]["keys_by_type"]["string"], 6);
+    assert_eq!(v["per_db"]["3"]["keys"], 1);
+    assert_eq!(v["expiry"]["expiring_keys"], 3);
+    assert_eq!(v["biggest_keys"][0]["key"], "zset:scores");
+    assert_eq!(v["biggest_keys"].as_array().unwrap().len(), 10);
+    assert!(v["totals"]["compression_ratio"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn inspect_says_when_a_snapshot_is_incomplete() {
+    let o = kvferry(&["inspect", &fixture("corrupt/no-manifest")]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("complete   NO"), "{}", stdout(&o));
+    let o = kvferry(&["inspect", "--json", &fixture("corrupt/no-manifest")]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["complete"], false);
+    assert_eq!(v["totals"]["keys"], 1);
+}
+
+#[test]
+fn check_exit_codes() {
+    assert_eq!(kvferry(&["check", &fixture("good/parts")]).status.code(), Some(0));
+    assert_eq!(
+        kvferry(&["check", &fixture("corrupt/missing-part")]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        kvferry(&["check", &fixture("good/parts/src0-db0.0000.kvf")])
+            .status
+            .code(),
+        Some(0)
+    );
+    let o = kvferry(&["check", "/nonexistent/snapshot"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "kvferry: error: /nonexistent/snapshot: no such file or directory\n"
+    );
+}
+
+#[test]
+fn check_json_report_names_files_and_blocks() {
+    let o = kvferry(&["check", "--json", &fixture("corrupt/flipped-byte")]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let f = &v["files"][0];
+    assert_eq!(f["bad_blocks"], serde_json::json!([1]));
+    assert!(PathBuf::from(f["file"].as_str().unwrap()).ends_with("src0-db0.0000.kvf"));
+    assert_eq!(f["shard"], "src0-db0");
+}
+
+#[test]
+fn help_has_examples() {
+    for cmd in ["inspect", "cat", "check"] {
+        let o = kvferry(&[cmd, "--help"]);
+        assert!(o.status.success());
+        assert!(stdout(&o).contains("Examples:"), "{cmd} --help");
+    }
+}
