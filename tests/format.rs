@@ -24,15 +24,18 @@ fn header(db: u32) -> ShardHeader {
     }
 }
 
+/// Field-value pairs.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// An owned key with its value, to generate and compare.
 #[derive(Debug, Clone)]
 enum Val {
     Str(Vec<u8>),
-    Hash(Vec<(Vec<u8>, Vec<u8>)>),
+    Hash(Pairs),
     List(Vec<Vec<u8>>),
     Set(Vec<Vec<u8>>),
     ZSet(Vec<(Vec<u8>, f64)>),
-    Stream(Vec<(u64, u64, Vec<(Vec<u8>, Vec<u8>)>)>),
+    Stream(Vec<(u64, u64, Pairs)>),
 }
 
 #[derive(Debug, Clone)]
