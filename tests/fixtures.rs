@@ -662,7 +662,7 @@ fn writer_reproduces_the_fixtures_byte_for_byte() {
 fn good_fixtures_check_and_render() {
     for (name, _) in GOOD {
         let dir = fixtures_dir().join("good").join(name);
-        let report = check(&dir, 2, |_| {});
+        let report = check(&dir, 2, &mut |_| {});
         assert!(report.ok(), "{name}: {report:#?}");
         let want = fs::read(fixtures_dir().join("good").join(format!("{name}.jsonl"))).unwrap();
         assert_eq!(
@@ -679,7 +679,7 @@ fn good_fixtures_check_and_render() {
 fn corrupt_fixtures_are_rejected_with_the_precise_error() {
     for (name, expected) in CORRUPT {
         let dir = fixtures_dir().join("corrupt").join(name);
-        let report = check(&dir, 2, |_| {});
+        let report = check(&dir, 2, &mut |_| {});
         assert!(!report.ok(), "{name} passed check");
         let text = report
             .snapshot_problem
@@ -725,14 +725,14 @@ fn check_names_the_bad_block_and_the_file() {
     );
     assert!(stdout.contains("bad blocks in") && stdout.contains("[1]"), "{stdout}");
     assert!(stdout.contains("SHA-256 differs from the manifest"), "{stdout}");
-    let report = check(&dir, 2, |_| {});
+    let report = check(&dir, 2, &mut |_| {});
     assert_eq!(report.files[0].bad_blocks, vec![1]);
 }
 
 /// A truncated file: check says which blocks survive (SPEC §9).
 #[test]
 fn check_reports_how_much_of_a_truncated_file_is_whole() {
-    let report = check(&fixtures_dir().join("corrupt").join("truncated"), 2, |_| {});
+    let report = check(&fixtures_dir().join("corrupt").join("truncated"), 2, &mut |_| {});
     let text = report.files[0].problems.join("\n");
     assert!(text.contains("truncated file") && text.contains("are whole"), "{text}");
 }

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::format::check::{check, FileReport};
+use crate::format::check::{check, Progress};
 use crate::util::human_bytes;
 
 #[derive(clap::Args, Debug)]
@@ -27,22 +27,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let started = Instant::now();
-    let verbose = !a.json || std::io::stderr().is_terminal();
-    let report = check(&a.snapshot, threads, |f: &FileReport| {
-        if verbose {
-            let verdict = if f.ok() {
-                "ok".to_string()
-            } else {
-                format!("DAMAGED ({} problems)", f.problems.len())
-            };
-            eprintln!(
-                "checked {}: {verdict}, {} blocks, {}",
-                f.file.display(),
-                f.blocks,
-                human_bytes(f.bytes)
-            );
-        }
-    });
+    let report = check(&a.snapshot, threads, &mut progress_printer(a.json));
     let mut out = std::io::stdout().lock();
     if a.json {
         serde_json::to_writer_pretty(&mut out, &report)?;
@@ -76,4 +61,37 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         )?;
     }
     Ok(if report.ok() { 0 } else { 1 })
+}
+
+/// Progress on stderr: a bar with rate and ETA on a terminal; otherwise one line per file (none
+/// with `--json`, whose consumer reads stdout).
+fn progress_printer(json: bool) -> impl FnMut(Progress) {
+    let tty = std::io::stderr().is_terminal();
+    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("checking {bytes}/{total_bytes} {wide_bar} {bytes_per_sec}, ETA {eta}")
+            .expect("BUG: static template"),
+    );
+    move |p| match p {
+        Progress::Total(n) => bar.set_length(n),
+        Progress::Bytes(n) => bar.inc(n),
+        Progress::File(f) => {
+            let verdict = if f.ok() {
+                "ok".to_string()
+            } else {
+                format!("DAMAGED ({} problems)", f.problems.len())
+            };
+            let line = format!(
+                "checked {}: {verdict}, {} blocks, {}",
+                f.file.display(),
+                f.blocks,
+                human_bytes(f.bytes)
+            );
+            if tty {
+                bar.println(line);
+            } else if !json {
+                eprintln!("{line}");
+            }
+        }
+    }
 }

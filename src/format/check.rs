@@ -49,16 +49,27 @@ impl CheckReport {
     }
 }
 
+/// What `check` reports as it goes.
+pub enum Progress<'a> {
+    /// The total bytes to check, once known.
+    Total(u64),
+    /// This many more bytes were checked.
+    Bytes(u64),
+    /// A file is done.
+    File(&'a FileReport),
+}
+
 /// Checks the snapshot in `dir` (or a single shard file, when `path` is a file), decoding blocks
-/// on `threads` threads. `progress` sees each file's report when it is done.
-pub fn check(path: &Path, threads: usize, mut progress: impl FnMut(&FileReport)) -> CheckReport {
+/// on `threads` threads, reporting to `progress` as it goes.
+pub fn check(path: &Path, threads: usize, progress: &mut dyn FnMut(Progress)) -> CheckReport {
     let mut report = CheckReport {
         snapshot: path.to_path_buf(),
         ..Default::default()
     };
     if path.is_file() {
-        let f = check_file(path, None, threads);
-        progress(&f);
+        progress(Progress::Total(std::fs::metadata(path).map_or(0, |m| m.len())));
+        let f = check_file(path, None, threads, progress);
+        progress(Progress::File(&f));
         report.files.push(f);
         return report;
     }
@@ -70,23 +81,24 @@ pub fn check(path: &Path, threads: usize, mut progress: impl FnMut(&FileReport))
             report.snapshot_problem = Some(e.to_string());
             if matches!(e, SnapshotError::Incomplete { .. }) {
                 for file in shard_files(path) {
-                    let f = check_file(&file, None, threads);
-                    progress(&f);
+                    let f = check_file(&file, None, threads, progress);
+                    progress(Progress::File(&f));
                     report.files.push(f);
                 }
             }
             return report;
         }
     };
+    progress(Progress::Total(snap.manifest.totals.file_bytes));
     for (si, shard) in snap.manifest.shards.iter().enumerate() {
         for (pi, part) in shard.parts.iter().enumerate() {
             let path = snap.part_path(part);
             let mut f = match snap.open_part(si, pi, ReadMode::Mmap) {
-                Ok(r) => check_reader(&r, Some(&part.sha256), threads),
+                Ok(r) => check_reader(&r, Some(&part.sha256), threads, progress),
                 Err(SnapshotError::Shard(e)) => check_broken(&e.path, e.error),
                 // The file differs from the manifest: say so, and then what is wrong inside it.
                 Err(e @ SnapshotError::Mismatch { .. }) => {
-                    let mut f = check_file(&path, Some(&part.sha256), threads);
+                    let mut f = check_file(&path, Some(&part.sha256), threads, progress);
                     f.problems.insert(0, e.to_string());
                     f
                 }
@@ -99,7 +111,7 @@ pub fn check(path: &Path, threads: usize, mut progress: impl FnMut(&FileReport))
             f.file = path;
             f.shard = Some(shard.id.clone());
             f.part = Some(pi);
-            progress(&f);
+            progress(Progress::File(&f));
             report.files.push(f);
         }
     }
@@ -119,9 +131,9 @@ fn shard_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Checks one file; `sha256` is the manifest's digest when there is one.
-pub fn check_file(path: &Path, sha256: Option<&str>, threads: usize) -> FileReport {
+pub fn check_file(path: &Path, sha256: Option<&str>, threads: usize, progress: &mut dyn FnMut(Progress)) -> FileReport {
     match ShardReader::open(path) {
-        Ok(r) => check_reader(&r, sha256, threads),
+        Ok(r) => check_reader(&r, sha256, threads, progress),
         Err(e) => check_broken(path, e.error),
     }
 }
@@ -164,7 +176,12 @@ struct Counts {
     max_expire: Option<u64>,
 }
 
-fn check_reader(r: &ShardReader, sha256: Option<&str>, threads: usize) -> FileReport {
+fn check_reader(
+    r: &ShardReader,
+    sha256: Option<&str>,
+    threads: usize,
+    progress: &mut dyn FnMut(Progress),
+) -> FileReport {
     let path = r.path();
     let mut f = FileReport {
         file: path.to_path_buf(),
@@ -187,6 +204,9 @@ fn check_reader(r: &ShardReader, sha256: Option<&str>, threads: usize) -> FileRe
         threads,
         |b| b,
         |i, block| {
+            progress(Progress::Bytes(
+                r.trailer().blocks[i as usize].end() - r.trailer().blocks[i as usize].offset(),
+            ));
             let block = match block {
                 Ok(b) => b,
                 Err(e) => {
