@@ -473,6 +473,28 @@ fn corrupt(name: &str, dir: &Path) {
             m["shards"][0]["parts"][0]["file"] = "../src0-db0.0000.kvf".into();
             write_manifest_json(dir, &m);
         }
+        "shard-types" => {
+            // Sums add up, but the shard's keys per type are not its files' (F-SNAP-4).
+            good_minimal(dir);
+            let mut m = read_manifest(dir);
+            m["shards"][0]["keys_by_type"] = serde_json::json!({"hash": 1});
+            m["totals"]["keys_by_type"] = serde_json::json!({"hash": 1});
+            write_manifest_json(dir, &m);
+        }
+        "no-shards" => {
+            good_minimal(dir);
+            let mut m = read_manifest(dir);
+            m["shards"] = serde_json::json!([]);
+            m["totals"] = serde_json::json!({"keys": 0, "records": 0, "raw_bytes": 0, "file_bytes": 0, "files": 0, "keys_by_type": {}});
+            write_manifest_json(dir, &m);
+        }
+        "deep-nesting" => {
+            // A skippable record whose value nests 17 arrays deep (SPEC §7).
+            let mut r = vec![0x92, 100];
+            r.extend(std::iter::repeat_n(0x91, 16));
+            r.push(0xc0);
+            write_raw_snapshot(dir, vec![r]);
+        }
         "unknown-kind" => {
             let r = encode(&rec(0, b"k", None, Value::String(b"v")));
             write_raw_snapshot(dir, vec![replace(&r, &[0x97, 0x01], &[0x97, 50])]);
@@ -574,6 +596,12 @@ const CORRUPT: &[(&str, &str)] = &[
     ),
     ("no-manifest", "no MANIFEST.json"),
     ("bad-file-name", "is invalid or repeated"),
+    (
+        "shard-types",
+        "keys_by_type {\"hash\": 1} differs from its files' trailers {\"string\": 1}",
+    ),
+    ("no-shards", "a snapshot has at least one shard"),
+    ("deep-nesting", "nested deeper than 16 levels"),
     ("unknown-kind", "record kind 50 is must-understand and unknown"),
     ("reserved-flag", "reserved flag bits 0x20 are set"),
     ("part-sequence", "part 2 of key \"k\" where part 1 of key \"k\" was due"),
@@ -682,7 +710,7 @@ fn corrupt_fixtures_are_rejected_with_the_precise_error() {
         let report = check(&dir, 2, &mut |_| {});
         assert!(!report.ok(), "{name} passed check");
         let text = report
-            .snapshot_problem
+            .snapshot_problems
             .iter()
             .chain(report.files.iter().flat_map(|f| &f.problems))
             .cloned()

@@ -54,8 +54,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             if a.shard.as_ref().is_some_and(|s| *s != shard.id) {
                 continue;
             }
-            for pi in 0..shard.parts.len() {
-                let r = snap.open_part_verified(si, pi, ReadMode::Mmap)?;
+            for r in snap.open_shard_verified(si, ReadMode::Mmap)? {
                 cat_file(&r, &keep, &mut out)?;
             }
         }

@@ -34,7 +34,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         writeln!(out)?;
     } else {
         let bytes: u64 = report.files.iter().map(|f| f.bytes).sum();
-        if let Some(p) = &report.snapshot_problem {
+        for p in &report.snapshot_problems {
             writeln!(out, "SNAPSHOT PROBLEM: {p}")?;
         }
         for f in report.files.iter().filter(|f| !f.ok()) {

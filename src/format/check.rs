@@ -39,13 +39,13 @@ impl FileReport {
 pub struct CheckReport {
     pub snapshot: PathBuf,
     /// A problem with the snapshot as a whole (no manifest, a bad manifest).
-    pub snapshot_problem: Option<String>,
+    pub snapshot_problems: Vec<String>,
     pub files: Vec<FileReport>,
 }
 
 impl CheckReport {
     pub fn ok(&self) -> bool {
-        self.snapshot_problem.is_none() && self.files.iter().all(FileReport::ok)
+        self.snapshot_problems.is_empty() && self.files.iter().all(FileReport::ok)
     }
 }
 
@@ -78,7 +78,7 @@ pub fn check(path: &Path, threads: usize, progress: &mut dyn FnMut(Progress)) ->
         Err(e) => {
             // Without a manifest, check every shard file on its own: an operator wants to know
             // which files are whole (SPEC §9).
-            report.snapshot_problem = Some(e.to_string());
+            report.snapshot_problems.push(e.to_string());
             if matches!(e, SnapshotError::Incomplete { .. }) {
                 for file in shard_files(path) {
                     let f = check_file(&file, None, threads, progress);
@@ -91,10 +91,16 @@ pub fn check(path: &Path, threads: usize, progress: &mut dyn FnMut(Progress)) ->
     };
     progress(Progress::Total(snap.manifest.totals.file_bytes));
     for (si, shard) in snap.manifest.shards.iter().enumerate() {
+        let mut types = BTreeMap::new();
         for (pi, part) in shard.parts.iter().enumerate() {
             let path = snap.part_path(part);
             let mut f = match snap.open_part(si, pi, ReadMode::Mmap) {
-                Ok(r) => check_reader(&r, Some(&part.sha256), threads, progress),
+                Ok(r) => {
+                    for (t, n) in &r.trailer().keys_by_type {
+                        *types.entry(t.clone()).or_insert(0u64) += n;
+                    }
+                    check_reader(&r, Some(&part.sha256), threads, progress)
+                }
                 Err(SnapshotError::Shard(e)) => check_broken(&e.path, e.error),
                 // The file differs from the manifest: say so, and then what is wrong inside it.
                 Err(e @ SnapshotError::Mismatch { .. }) => {
@@ -113,6 +119,15 @@ pub fn check(path: &Path, threads: usize, progress: &mut dyn FnMut(Progress)) ->
             f.part = Some(pi);
             progress(Progress::File(&f));
             report.files.push(f);
+        }
+        // F-SNAP-4: the shard's keys per type are the sums of its parts' trailers.
+        if report.files.iter().all(FileReport::ok) && types != shard.keys_by_type {
+            report.snapshot_problems.push(format!(
+                "{}: shard {}: keys_by_type {:?} differs from its files' trailers {types:?}",
+                snap.dir.join(crate::format::consts::MANIFEST_NAME).display(),
+                shard.id,
+                shard.keys_by_type
+            ));
         }
     }
     report

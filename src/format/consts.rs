@@ -23,6 +23,10 @@ pub const BLOCK_FRAME_MAGIC: u32 = 0x184D_2A5B;
 pub const TRAILER_FRAME_MAGIC: u32 = 0x184D_2A5C;
 /// Magic of a standard zstd frame (RFC 8878 §3.1.1).
 pub const ZSTD_FRAME_MAGIC: u32 = 0xFD2F_B528;
+/// Frame_Header_Descriptor bit: the frame ends with a content checksum (RFC 8878; F-BLK-2).
+pub const ZSTD_FHD_CHECKSUM: u8 = 0x04;
+/// Frame_Header_Descriptor bits: size of a Dictionary_ID, which must be 0 (F-BLK-4).
+pub const ZSTD_FHD_DICT_ID: u8 = 0x03;
 /// Size of a skippable frame's magic plus Frame_Size fields.
 pub const SKIPPABLE_PREFIX_LEN: usize = 8;
 

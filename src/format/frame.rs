@@ -15,10 +15,15 @@ pub struct ShardHeader {
     pub part: u32,
     pub db: u32,
     pub source: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present_str")]
     pub source_server: Option<String>,
     pub created_unix_ms: u64,
     pub writer: String,
+}
+
+/// An optional key that, when present, must be a str (F-HDR-3): nil is refused.
+fn present_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 /// One entry of the trailer's block index: `[offset, D, R, records]` (F-TRL-3).

@@ -228,12 +228,11 @@ impl<'a> Cur<'a> {
         Ok(())
     }
 
-    /// Skips one value of any type, nested at most `MAX_NESTING - depth` deep (SPEC §7).
+    /// Skips one value of any type. `depth` is the number of arrays and maps around it (a record's
+    /// own array is the first); an array or map at depth MAX_NESTING or deeper is rejected, and
+    /// a `str` must be UTF-8 (SPEC §7, F-CONV-4).
     pub fn skip(&mut self, depth: usize) -> DResult<()> {
         let at = self.pos;
-        if depth >= MAX_NESTING {
-            return self.err(at, format!("values nested deeper than {MAX_NESTING} levels"));
-        }
         let m = self.marker()?;
         let (len, children) = match m {
             0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
@@ -263,7 +262,14 @@ impl<'a> Cur<'a> {
             0xdf => (0, 2 * self.be(4, "length")?),
             0xc1 => return self.err(at, "invalid MessagePack marker 0xc1"),
         };
-        self.take(len as usize, "value")?;
+        let container = matches!(m, 0x80..=0x9f | 0xdc..=0xdf);
+        if container && depth >= MAX_NESTING {
+            return self.err(at, format!("arrays or maps nested deeper than {MAX_NESTING} levels"));
+        }
+        let bytes = self.take(len as usize, "value")?;
+        if matches!(m, 0xa0..=0xbf | 0xd9..=0xdb) && std::str::from_utf8(bytes).is_err() {
+            return self.err(at, "a str that is not valid UTF-8");
+        }
         if children > self.remaining() as u64 {
             return self.err(
                 at,

@@ -430,8 +430,16 @@ fn read_block_at(
         offset: data_at,
         message,
     };
-    if data.len() < 4 || u32::from_le_bytes([data[0], data[1], data[2], data[3]]) != ZSTD_FRAME_MAGIC {
+    if data.len() < 5 || u32::from_le_bytes([data[0], data[1], data[2], data[3]]) != ZSTD_FRAME_MAGIC {
         return Err(zerr("not a zstd frame".into()));
+    }
+    // F-BLK-2, F-BLK-4: Frame_Header_Descriptor (RFC 8878 §3.1.1.1.1) must have the
+    // Content_Checksum_flag (bit 2) set and no Dictionary_ID (bits 0-1).
+    if data[4] & ZSTD_FHD_CHECKSUM == 0 || data[4] & ZSTD_FHD_DICT_ID != 0 {
+        return Err(zerr(format!(
+            "the zstd frame's descriptor {:#04x} lacks the content checksum or names a dictionary",
+            data[4]
+        )));
     }
     let mut raw = Vec::with_capacity(h.raw_len as usize);
     // One frame only (F-FRAME-2): decompress from a reader positioned on this frame's bytes and

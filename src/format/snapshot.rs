@@ -115,6 +115,9 @@ impl Manifest {
             Some(m) if minor_ok => return Err(format!("format version {} is not supported: this kvferry reads major version {VERSION_MAJOR}; use a kvferry release that reads version {m}", self.version)),
             _ => return Err(format!("\"version\" {:?} is not MAJOR.MINOR", self.version)),
         }
+        if self.shards.is_empty() || self.shards.iter().any(|s| s.parts.is_empty()) {
+            return Err("a snapshot has at least one shard, and a shard at least one part".into());
+        }
         let mut ids = HashSet::new();
         let mut files = HashSet::new();
         let mut sum = Totals::default();
@@ -272,6 +275,32 @@ impl Snapshot {
             .into());
         }
         Ok(r)
+    }
+}
+
+impl Snapshot {
+    /// Opens every part of shard `shard` with [`Snapshot::open_part_verified`] and checks that the
+    /// shard's keys per type are the sums of its files' trailers (F-SNAP-4), before any record is
+    /// used.
+    pub fn open_shard_verified(&self, shard: usize, mode: ReadMode) -> Result<Vec<ShardReader>, SnapshotError> {
+        let s = &self.manifest.shards[shard];
+        let readers = (0..s.parts.len())
+            .map(|p| self.open_part_verified(shard, p, mode))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut types = BTreeMap::new();
+        readers
+            .iter()
+            .for_each(|r| add_types(&mut types, &r.trailer().keys_by_type));
+        if types != s.keys_by_type {
+            return Err(SnapshotError::Manifest {
+                path: self.dir.join(MANIFEST_NAME),
+                detail: format!(
+                    "shard {}: keys_by_type {:?} differs from its files' trailers {types:?}",
+                    s.id, s.keys_by_type
+                ),
+            });
+        }
+        Ok(readers)
     }
 }
 

@@ -112,11 +112,12 @@ impl Stats {
 
     /// Keeps the BIG_KEYS biggest occurrences in the order F-TRL-3 gives.
     fn offer_big(&mut self, key: &[u8], ty: KeyType, bytes: u64, elements: u64) {
-        let rank = |b: &BigKey| (std::cmp::Reverse(b.2), b.0.clone(), b.1.clone());
+        use std::cmp::Reverse;
+        let rank = |b: &BigKey| (Reverse(b.2), b.0.clone(), b.1.clone(), Reverse(b.3));
         if self.big.len() == BIG_KEYS {
-            let worst = &self.big[BIG_KEYS - 1];
-            if (std::cmp::Reverse(bytes), key, ty.name())
-                >= (std::cmp::Reverse(worst.2), worst.0.as_slice(), worst.1.as_str())
+            let w = &self.big[BIG_KEYS - 1];
+            if (Reverse(bytes), key, ty.name(), Reverse(elements))
+                >= (Reverse(w.2), w.0.as_slice(), w.1.as_str(), Reverse(w.3))
             {
                 return;
             }
