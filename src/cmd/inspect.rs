@@ -47,13 +47,22 @@ struct ShardSummary {
     source: String,
     source_server: Option<String>,
     db: u32,
-    parts: usize,
+    parts: Vec<PartSummary>,
     blocks: u64,
     keys: u64,
     records: u64,
     raw_bytes: u64,
     file_bytes: u64,
     keys_by_type: BTreeMap<String, u64>,
+}
+
+#[derive(Serialize)]
+struct PartSummary {
+    file: String,
+    bytes: u64,
+    blocks: u64,
+    keys: u64,
+    raw_bytes: u64,
 }
 
 #[derive(Serialize, Default)]
@@ -109,7 +118,17 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
 fn add_file(s: &mut Summary, shard: &mut ShardSummary, r: &ShardReader) {
     let t = r.trailer();
     let h: &ShardHeader = r.header();
-    shard.parts += 1;
+    shard.parts.push(PartSummary {
+        file: r
+            .path()
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        bytes: r.len(),
+        blocks: t.blocks.len() as u64,
+        keys: t.keys,
+        raw_bytes: t.raw_bytes,
+    });
     shard.blocks += t.blocks.len() as u64;
     shard.keys += t.keys;
     shard.records += t.records;
@@ -176,7 +195,7 @@ fn summarise(dir: &Path) -> anyhow::Result<Summary> {
     }
     for sh in &s.shards {
         let t = &mut s.totals;
-        t.files += sh.parts as u64;
+        t.files += sh.parts.len() as u64;
         t.blocks += sh.blocks;
         t.keys += sh.keys;
         t.records += sh.records;
@@ -317,11 +336,22 @@ fn print_text(s: &Summary, out: &mut impl Write) -> std::io::Result<()> {
             sh.id,
             sh.source,
             sh.db,
-            sh.parts,
+            sh.parts.len(),
             sh.keys,
             human_bytes(sh.raw_bytes),
             human_bytes(sh.file_bytes)
         )?;
+        for p in &sh.parts {
+            writeln!(
+                out,
+                "      {}  {} blocks  {} keys  raw {}  file {}",
+                p.file,
+                p.blocks,
+                p.keys,
+                human_bytes(p.raw_bytes),
+                human_bytes(p.bytes)
+            )?;
+        }
     }
     for p in &s.problems {
         writeln!(out, "UNREADABLE {p}")?;
