@@ -114,6 +114,18 @@ fn records(k: &Key) -> Vec<KeyRecord<'_>> {
         .collect()
 }
 
+/// A one-record key in db 0 without expiry.
+fn single<'a>(key: &'a [u8], value: Value<'a>) -> KeyRecord<'a> {
+    KeyRecord {
+        db: 0,
+        key,
+        part: 0,
+        flags: FLAG_LAST,
+        expire_at_ms: None,
+        value,
+    }
+}
+
 fn encode(r: &KeyRecord) -> Vec<u8> {
     let mut v = Vec::new();
     r.encode(&mut v);
@@ -273,14 +285,7 @@ fn multi_megabyte_values_round_trip() {
 fn writer_refuses_a_record_over_the_limit() {
     let huge = vec![0u8; MAX_BLOCK_RAW + 1];
     let mut w = ShardWriter::new(Vec::new(), header(0), WriterOptions::default()).unwrap();
-    let rec = KeyRecord {
-        db: 0,
-        key: b"k",
-        part: 0,
-        flags: FLAG_LAST,
-        expire_at_ms: None,
-        value: Value::String(&huge),
-    };
+    let rec = single(b"k", Value::String(&huge));
     assert!(matches!(
         w.push(&rec),
         Err(FormatError::Limit {
@@ -634,14 +639,7 @@ fn full_disk_is_an_error() {
     let f = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
     let mut w = ShardWriter::new(std::io::BufWriter::new(f), header(0), WriterOptions::default()).unwrap();
     let v = vec![7u8; 3 << 20];
-    let rec = KeyRecord {
-        db: 0,
-        key: b"k",
-        part: 0,
-        flags: FLAG_LAST,
-        expire_at_ms: None,
-        value: Value::String(&v),
-    };
+    let rec = single(b"k", Value::String(&v));
     let err = w.push(&rec).and_then(|_| w.finish().map(|_| ())).unwrap_err();
     assert!(
         matches!(&err, FormatError::Io { message, .. } if message.contains("No space left")),

@@ -10,8 +10,9 @@ use serde::Serialize;
 use super::consts::PART_EXTENSION;
 use super::error::{FormatError, SnapshotError};
 use super::reader::{self, ReadMode, ShardReader};
-use super::record::{PartSeq, Record};
+use super::record::PartSeq;
 use super::snapshot::Snapshot;
+use super::stats::TrailerStats;
 
 /// The verdict on one file.
 #[derive(Serialize, Debug, Clone, Default)]
@@ -181,16 +182,6 @@ fn check_broken(path: &Path, error: FormatError) -> FileReport {
     f
 }
 
-#[derive(Default, PartialEq, Debug)]
-struct Counts {
-    records: u64,
-    keys: u64,
-    keys_by_type: BTreeMap<String, u64>,
-    expiring: u64,
-    min_expire: Option<u64>,
-    max_expire: Option<u64>,
-}
-
 fn check_reader(
     r: &ShardReader,
     sha256: Option<&str>,
@@ -206,7 +197,7 @@ fn check_reader(
         ..Default::default()
     };
     let mut seq = PartSeq::default();
-    let mut counts = Counts::default();
+    let mut stats = TrailerStats::default();
     let problem = |f: &mut FileReport, block: Option<u32>, msg: String| {
         if let Some(b) = block {
             if f.bad_blocks.last() != Some(&b) {
@@ -246,21 +237,10 @@ fn check_reader(
                         break;
                     }
                 };
-                counts.records += 1;
                 if let Err(e) = seq.accept(&rec) {
                     problem(&mut f, Some(i), at(e));
                 }
-                if let Record::Key(k) = &rec {
-                    if k.part == 0 {
-                        counts.keys += 1;
-                        *counts.keys_by_type.entry(k.key_type().name().to_string()).or_default() += 1;
-                        if let Some(e) = k.expire_at_ms {
-                            counts.expiring += 1;
-                            counts.min_expire = Some(counts.min_expire.map_or(e, |m| m.min(e)));
-                            counts.max_expire = Some(counts.max_expire.map_or(e, |m| m.max(e)));
-                        }
-                    }
-                }
+                stats.add(&rec);
             }
             true
         },
@@ -269,20 +249,10 @@ fn check_reader(
         problem(&mut f, None, e);
     }
     let t = r.trailer();
-    let want = Counts {
-        records: t.records,
-        keys: t.keys,
-        keys_by_type: t.keys_by_type.clone(),
-        expiring: t.expiring_keys,
-        min_expire: t.min_expire_at_ms,
-        max_expire: t.max_expire_at_ms,
-    };
-    if f.bad_blocks.is_empty() && counts != want {
-        problem(
-            &mut f,
-            None,
-            format!("the records do not match the trailer's counts: trailer {want:?}, records {counts:?}"),
-        );
+    if f.bad_blocks.is_empty() {
+        if let Err(e) = stats.compare(t) {
+            problem(&mut f, None, e);
+        }
     }
     match r.digests() {
         Ok((crc, sha)) => {

@@ -11,6 +11,7 @@ pub mod reader;
 pub mod record;
 pub mod render;
 pub mod snapshot;
+pub mod stats;
 pub mod writer;
 
 pub use error::{FormatError, ShardError, SnapshotError};

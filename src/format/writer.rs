@@ -4,7 +4,6 @@
 //! `CHANNEL_BLOCKS + 2` blocks are in memory. Output is a function of the header and records
 //! alone (no clock is read here), so the same input gives the same bytes.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
@@ -13,8 +12,9 @@ use sha2::{Digest, Sha256};
 
 use super::consts::*;
 use super::error::FormatError;
-use super::frame::{encode_header, encode_trailer, BigKey, BlockEntry, BlockHeader, ShardHeader, Trailer};
-use super::record::{KeyRecord, KeyType, PartSeq, Record};
+use super::frame::{encode_header, encode_trailer, BlockEntry, BlockHeader, ShardHeader, Trailer};
+use super::record::{KeyRecord, PartSeq, Record};
+use super::stats::TrailerStats;
 
 /// Blocks waiting for the compression thread.
 const CHANNEL_BLOCKS: usize = 2;
@@ -64,69 +64,10 @@ pub struct ShardWriter<W: Write + Send + 'static> {
     buf: Vec<u8>,
     buf_records: u32,
     seq: PartSeq,
-    stats: Stats,
+    stats: TrailerStats,
     raw_shipped: u64,
     tx: Option<SyncSender<Msg>>,
     thread: Option<JoinHandle<Result<FinishedPart<W>, FormatError>>>,
-}
-
-#[derive(Default)]
-struct Stats {
-    records: u64,
-    keys: u64,
-    keys_by_type: BTreeMap<String, u64>,
-    expiring: u64,
-    min_expire: Option<u64>,
-    max_expire: Option<u64>,
-    cur_bytes: u64,
-    cur_elements: u64,
-    big: Vec<BigKey>,
-}
-
-impl Stats {
-    fn add(&mut self, r: &KeyRecord) {
-        self.records += 1;
-        if r.part == 0 {
-            self.keys += 1;
-            *self.keys_by_type.entry(r.key_type().name().to_string()).or_default() += 1;
-            if let Some(at) = r.expire_at_ms {
-                self.expiring += 1;
-                self.min_expire = Some(self.min_expire.map_or(at, |m| m.min(at)));
-                self.max_expire = Some(self.max_expire.map_or(at, |m| m.max(at)));
-            }
-            self.cur_bytes = 0;
-            self.cur_elements = 0;
-        }
-        let (bytes, elements) = r.value.size();
-        self.cur_bytes += bytes;
-        self.cur_elements += elements;
-        if r.is_last() {
-            let elements = if r.key_type() == KeyType::String {
-                1
-            } else {
-                self.cur_elements
-            };
-            self.offer_big(r.key, r.key_type(), self.cur_bytes, elements);
-        }
-    }
-
-    /// Keeps the BIG_KEYS biggest occurrences in the order F-TRL-3 gives.
-    fn offer_big(&mut self, key: &[u8], ty: KeyType, bytes: u64, elements: u64) {
-        use std::cmp::Reverse;
-        let rank = |b: &BigKey| (Reverse(b.2), b.0.clone(), b.1.clone(), Reverse(b.3));
-        if self.big.len() == BIG_KEYS {
-            let w = &self.big[BIG_KEYS - 1];
-            if (Reverse(bytes), key, ty.name(), Reverse(elements))
-                >= (Reverse(w.2), w.0.as_slice(), w.1.as_str(), Reverse(w.3))
-            {
-                return;
-            }
-        }
-        self.big
-            .push(BigKey(key.to_vec(), ty.name().to_string(), bytes, elements));
-        self.big.sort_by_key(rank);
-        self.big.truncate(BIG_KEYS);
-    }
 }
 
 impl<W: Write + Send + 'static> ShardWriter<W> {
@@ -146,7 +87,7 @@ impl<W: Write + Send + 'static> ShardWriter<W> {
             buf: Vec::new(),
             buf_records: 0,
             seq: PartSeq::default(),
-            stats: Stats::default(),
+            stats: TrailerStats::default(),
             raw_shipped: 0,
             tx: Some(tx),
             thread: Some(thread),
@@ -178,7 +119,7 @@ impl<W: Write + Send + 'static> ShardWriter<W> {
         self.seq.accept(&Record::Key(rec.clone())).map_err(bad)?;
         let start = self.buf.len();
         rec.encode(&mut self.buf);
-        self.stats.add(rec);
+        self.stats.add_key(rec);
         self.after_record(start)
     }
 
@@ -190,8 +131,8 @@ impl<W: Write + Send + 'static> ShardWriter<W> {
         let start = self.buf.len();
         self.buf.extend_from_slice(encoded);
         match super::record::decode(&mut super::msgpack::Cur::new(encoded)) {
-            Ok(Record::Key(k)) => self.stats.add(&k),
-            _ => self.stats.records += 1,
+            Ok(rec) => self.stats.add(&rec),
+            Err(_) => self.stats.add(&Record::Skippable { kind: 0 }),
         }
         self.after_record(start)
     }
@@ -268,19 +209,8 @@ impl<W: Write + Send + 'static> ShardWriter<W> {
             detail,
         })?;
         self.ship()?;
-        let s = std::mem::take(&mut self.stats);
-        let trailer = Trailer {
-            blocks: Vec::new(),
-            records: s.records,
-            keys: s.keys,
-            keys_by_type: s.keys_by_type,
-            raw_bytes: 0,
-            expiring_keys: s.expiring,
-            min_expire_at_ms: s.min_expire,
-            max_expire_at_ms: s.max_expire,
-            big_keys: s.big,
-            file_crc32: 0,
-        };
+        let mut trailer = Trailer::default();
+        std::mem::take(&mut self.stats).fill(&mut trailer);
         self.send(Msg::Finish(Box::new(trailer)))?;
         self.join()
     }
