@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's whole test run: what README.md calls "the tests" and what CI runs.
-# Needs: the Rust toolchain with rustfmt and clippy, python3 with msgpack and zstandard
+# Needs: the Rust toolchain with rustfmt and clippy, the zstd command, python3 with msgpack and zstandard
 # (pip install msgpack zstandard), redis-server on PATH for tests that start servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."

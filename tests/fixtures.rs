@@ -764,3 +764,37 @@ fn check_reports_how_much_of_a_truncated_file_is_whole() {
     let text = report.files[0].problems.join("\n");
     assert!(text.contains("truncated file") && text.contains("are whole"), "{text}");
 }
+
+/// F-FRAME-1: every shard file is a valid sequence of zstd frames, so the stock `zstd -t` checks
+/// good files and catches a damaged block without kvferry (CI installs zstd).
+#[test]
+fn zstd_cli_validates_shard_files() {
+    let zstd_t = |path: &Path| {
+        std::process::Command::new("zstd")
+            .arg("-tq")
+            .arg(path)
+            .output()
+            .expect("zstd on PATH")
+    };
+    for (name, _) in GOOD {
+        for e in fs::read_dir(fixtures_dir().join("good").join(name)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == PART_EXTENSION) {
+                let o = zstd_t(&p);
+                assert!(
+                    o.status.success(),
+                    "zstd -t {}: {}",
+                    p.display(),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+        }
+    }
+    let damaged = fixtures_dir()
+        .join("corrupt/flipped-byte")
+        .join(part_file_name("src0-db0", 0));
+    assert!(
+        !zstd_t(&damaged).status.success(),
+        "zstd -t must reject the flipped byte"
+    );
+}
