@@ -22,10 +22,8 @@ fn fixtures_dir() -> PathBuf {
 
 fn opts(block_target: usize, part_target: u64) -> SnapshotOptions {
     SnapshotOptions {
-        writer: WriterOptions {
-            level: DEFAULT_LEVEL,
-            block_target,
-        },
+        // Level 3, fixed: the fixtures pin bytes, not kvferry's default level.
+        writer: WriterOptions { level: 3, block_target },
         part_target,
         writer_name: "kvferry fixtures".into(),
     }

@@ -500,20 +500,25 @@ pub fn walk(path: &Path) -> Result<Walk, ShardError> {
     };
     let file = File::open(path).map_err(|e| located(FormatError::io(0, &e)))?;
     let len = file.metadata().map_err(|e| located(FormatError::io(0, &e)))?.len();
-    let storage = Storage::File(file);
-    let (_, header, mut at) = read_header(&storage, len).map_err(located)?;
+    walk_storage(&Storage::File(file), len).map_err(located)
+}
+
+/// [`walk`] over bytes in memory.
+pub fn walk_bytes(data: &[u8]) -> Result<Walk, FormatError> {
+    walk_storage(&Storage::Mem(data.to_vec()), data.len() as u64)
+}
+
+fn walk_storage(storage: &Storage, len: u64) -> Result<Walk, FormatError> {
+    let (_, header, mut at) = read_header(storage, len)?;
     let mut blocks = Vec::new();
     loop {
         if at == len {
-            let stopped = FormatError::Truncated {
-                offset: at,
-                detail: format!("the file ends after block {} with no trailer", blocks.len() as i64 - 1),
-            };
+            let detail = format!("the file ends after {} whole blocks, with no trailer", blocks.len());
             return Ok(Walk {
                 header,
                 blocks,
                 end: at,
-                stopped: Some(stopped),
+                stopped: Some(FormatError::Truncated { offset: at, detail }),
             });
         }
         let magic = storage
@@ -527,7 +532,7 @@ pub fn walk(path: &Path) -> Result<Walk, ShardError> {
                 stopped: None,
             });
         }
-        match read_block_at(&storage, at, blocks.len() as u32, None, header.db) {
+        match read_block_at(storage, at, blocks.len() as u32, None, header.db) {
             Ok((b, end)) => {
                 blocks.push(BlockEntry(
                     at,
