@@ -81,8 +81,8 @@ pub const FLAGS_ADVISORY: u64 = 0xFFFF_0000;
 pub const BIG_KEYS: usize = 10;
 
 /// Default zstd level of kvferry's writer. Level 1 rather than 3: on the benchmark dataset
-/// (BENCHMARKS.md) it writes 223 MB/s per core instead of 167, for files 5% larger (0.44 of the
-/// RDB size instead of 0.42).
+/// (BENCHMARKS.md) the writer does a median 217 MB/s per core instead of about 160, for files 5%
+/// larger (0.44 of Redis' RDB size instead of 0.42).
 pub const DEFAULT_LEVEL: i32 = 1;
 /// Default target of uncompressed bytes per block (F-BLK-3).
 pub const DEFAULT_BLOCK_TARGET: usize = 1 << 20;
