@@ -11,7 +11,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use kvferry::format::consts::FLAG_LAST;
 use kvferry::format::reader::ReadMode;
 use kvferry::format::record::*;
 use kvferry::format::snapshot::*;
@@ -267,19 +266,7 @@ fn records(k: &Key) -> Vec<KeyRecord<'_>> {
             }]
         }
     };
-    let n = values.len();
-    values
-        .into_iter()
-        .enumerate()
-        .map(|(i, value)| KeyRecord {
-            db: 0,
-            key: &k.key,
-            part: i as u64,
-            flags: if i + 1 == n { FLAG_LAST } else { 0 },
-            expire_at_ms: k.expire,
-            value,
-        })
-        .collect()
+    key_parts(0, &k.key, 0, k.expire, values).collect()
 }
 
 /// One RESP command (an array of bulk strings).

@@ -99,19 +99,7 @@ fn records(k: &Key) -> Vec<KeyRecord<'_>> {
                 .collect()
         }
     };
-    let n = values.len();
-    values
-        .into_iter()
-        .enumerate()
-        .map(|(i, value)| KeyRecord {
-            db: 0,
-            key: &k.key,
-            part: i as u64,
-            flags: k.flags | if i + 1 == n { FLAG_LAST } else { 0 },
-            expire_at_ms: k.expire,
-            value,
-        })
-        .collect()
+    key_parts(0, &k.key, k.flags, k.expire, values).collect()
 }
 
 /// A one-record key in db 0 without expiry.

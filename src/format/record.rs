@@ -164,6 +164,26 @@ impl KeyRecord<'_> {
     }
 }
 
+/// The records of one key occurrence whose value comes in `values`, one per part, in order:
+/// parts numbered from 0, the last flagged LAST (F-PART-1). `flags` must not hold LAST.
+pub fn key_parts<'a>(
+    db: u32,
+    key: &'a [u8],
+    flags: u64,
+    expire_at_ms: Option<u64>,
+    values: Vec<Value<'a>>,
+) -> impl Iterator<Item = KeyRecord<'a>> {
+    let n = values.len();
+    values.into_iter().enumerate().map(move |(i, value)| KeyRecord {
+        db,
+        key,
+        part: i as u64,
+        flags: flags | if i + 1 == n { FLAG_LAST } else { 0 },
+        expire_at_ms,
+        value,
+    })
+}
+
 /// A decoded record.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record<'a> {
