@@ -56,6 +56,10 @@ pub enum FormatError {
     /// A record breaks §5 or §6.
     #[error("block {block}, record {record}: {detail}")]
     Record { block: u32, record: u32, detail: String },
+    /// The writer was given a record that would break §5 or §6 (a bug in the caller); nothing
+    /// of it was written.
+    #[error("refused to write a record that breaks the snapshot format: {detail}")]
+    Refused { detail: String },
 }
 
 fn block_suffix(block: Option<u32>) -> String {

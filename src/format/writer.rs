@@ -105,11 +105,7 @@ impl<W: Write + Send + 'static> ShardWriter<W> {
 
     /// Appends one key record. Refuses records that break SPEC §5-§6 (a bug in the caller).
     pub fn push(&mut self, rec: &KeyRecord) -> Result<(), FormatError> {
-        let bad = |detail: String| FormatError::Record {
-            block: u32::MAX,
-            record: u32::MAX,
-            detail,
-        };
+        let bad = |detail: String| FormatError::Refused { detail };
         if rec.db != self.header.db {
             return Err(bad(format!("record db {} in a file of db {}", rec.db, self.header.db)));
         }
@@ -203,11 +199,7 @@ impl<W: Write + Send + 'static> ShardWriter<W> {
 
     /// Writes the last block and the trailer, flushes, and returns what the manifest needs.
     pub fn finish(mut self) -> Result<FinishedPart<W>, FormatError> {
-        self.seq.finish().map_err(|detail| FormatError::Record {
-            block: u32::MAX,
-            record: u32::MAX,
-            detail,
-        })?;
+        self.seq.finish().map_err(|detail| FormatError::Refused { detail })?;
         self.ship()?;
         let mut trailer = Trailer::default();
         std::mem::take(&mut self.stats).fill(&mut trailer);
