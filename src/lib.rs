@@ -7,4 +7,5 @@
 pub mod cli;
 pub mod cmd;
 pub mod format;
+pub mod source;
 pub mod util;

@@ -1,0 +1,171 @@
+//! Connecting to a server and finding out what it is: the software and version (Pika's
+//! differences depend on it) and which databases it has.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+
+/// Server software, from `INFO server`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerKind {
+    Redis,
+    Valkey,
+    /// Pika with its (major, minor, patch) version: behaviour differs between 3.3/3.4, 3.5 and 4.0.
+    Pika(u32, u32, u32),
+    Kvrocks,
+}
+
+/// What kvferry knows about a server it connected to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    /// The URL without credentials, for messages, manifests and reports.
+    pub name: String,
+    pub kind: ServerKind,
+    /// The version string as the server reports it.
+    pub version: String,
+    /// Database numbers that exist (SELECT-able); `[0]` where the server has one.
+    pub databases: Vec<u32>,
+}
+
+impl Server {
+    /// `"pika 3.5.5"`-style description, recorded as the shard's `source_server`.
+    pub fn software(&self) -> String {
+        let name = match self.kind {
+            ServerKind::Redis => "redis",
+            ServerKind::Valkey => "valkey",
+            ServerKind::Pika(..) => "pika",
+            ServerKind::Kvrocks => "kvrocks",
+        };
+        format!("{name} {}", self.version)
+    }
+}
+
+/// The URL with any user name and password removed: passwords never reach logs, manifests,
+/// reports or error messages.
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            format!("{scheme}://{host}")
+        }
+        None => url.rsplit_once('@').map_or(url, |(_, h)| h).to_string(),
+    }
+}
+
+/// Opens a RESP2 connection (Pika answers HELLO 3 with RESP2: speak RESP2 and never negotiate,
+/// SERVERS.md) and checks it with PING. Errors name the server and say what to do.
+pub fn connect(url: &str, timeout: Duration) -> anyhow::Result<redis::Connection> {
+    let name = redact(url);
+    let client = redis::Client::open(url).map_err(|e| anyhow!("{name}: not a valid redis:// or rediss:// URL: {e}"))?;
+    let mut conn = client
+        .get_connection_with_timeout(timeout)
+        .map_err(|e| explain(&name, e))?;
+    conn.set_read_timeout(Some(timeout.max(Duration::from_secs(30)))).ok();
+    let pong: String = redis::cmd("PING").query(&mut conn).map_err(|e| explain(&name, e))?;
+    if pong != "PONG" {
+        return Err(anyhow!(
+            "{name}: answered PING with {pong:?}: is this a Redis-protocol server?"
+        ));
+    }
+    Ok(conn)
+}
+
+/// Turns a connection error into one line an operator can act on.
+fn explain(name: &str, e: redis::RedisError) -> anyhow::Error {
+    let text = e.to_string();
+    let lower = text.to_lowercase();
+    let wrong_password = e.kind() == redis::ErrorKind::AuthenticationFailed
+        || lower.contains("wrongpass")
+        || lower.contains("invalid password")
+        || lower.contains("invalid username-password");
+    let hint = if wrong_password {
+        "authentication failed: check the user and password (in the URL, or its environment variable or file)"
+    } else if lower.contains("noauth") || lower.contains("authentication required") {
+        "the server requires a password: give it in the URL (redis://:PASSWORD@host:port)"
+    } else if e.is_connection_refusal() {
+        "connection refused: is the server running, and is this the right host and port?"
+    } else if e.is_timeout() {
+        "no answer in time: check the host, port and firewall"
+    } else if e.kind() == redis::ErrorKind::ParseError || lower.contains("response") {
+        "the peer does not speak the Redis protocol: is this the right port?"
+    } else {
+        "cannot connect"
+    };
+    anyhow!("{name}: {hint} ({text})")
+}
+
+/// Finds out what the server is (INFO server) and which databases it has (CONFIG GET databases,
+/// not INFO keyspace: Pika's keyspace section has another format and is filled in lazily,
+/// SERVERS.md).
+pub fn describe(url: &str, conn: &mut redis::Connection) -> anyhow::Result<Server> {
+    let name = redact(url);
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(conn)
+        .with_context(|| format!("{name}: INFO server"))?;
+    let field = |k: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
+    };
+    let (kind, version) = if let Some(v) = field("pika_version:") {
+        (ServerKind::Pika(part(&v, 0), part(&v, 1), part(&v, 2)), v)
+    } else if let Some(v) = field("kvrocks_version:") {
+        (ServerKind::Kvrocks, v)
+    } else if let Some(v) = field("valkey_version:") {
+        (ServerKind::Valkey, v)
+    } else if let Some(v) = field("redis_version:") {
+        (ServerKind::Redis, v)
+    } else {
+        return Err(anyhow!(
+            "{name}: INFO server names no known server (no redis_version, pika_version or kvrocks_version)"
+        ));
+    };
+    let databases = match kind {
+        // Kvrocks answers SELECT n with OK and ignores it (SERVERS.md): one keyspace.
+        ServerKind::Kvrocks => vec![0],
+        _ => {
+            let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG").arg("GET").arg("databases").query(conn);
+            match reply.ok().and_then(|r| r.get(1).and_then(|n| n.parse::<u32>().ok())) {
+                Some(n) if n > 0 => (0..n).collect(),
+                _ => vec![0],
+            }
+        }
+    };
+    Ok(Server {
+        name,
+        kind,
+        version,
+        databases,
+    })
+}
+
+fn part(version: &str, i: usize) -> u32 {
+    version
+        .split('.')
+        .nth(i)
+        .and_then(|p| p.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_removes_credentials() {
+        assert_eq!(redact("redis://user:secret@10.0.0.1:9221/0"), "redis://10.0.0.1:9221/0");
+        assert_eq!(redact("rediss://:p%40ss@host:6380"), "rediss://host:6380");
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+        assert_eq!(
+            redact("redis://u:p@ss@host:1"),
+            "redis://host:1",
+            "the last @ separates the host"
+        );
+    }
+
+    #[test]
+    fn version_parts() {
+        assert_eq!((part("3.5.5", 0), part("3.5.5", 1), part("3.5.5", 2)), (3, 5, 5));
+        assert_eq!(part("4.0.1-alpha", 2), 1);
+    }
+}

@@ -1,0 +1,197 @@
+//! Real servers for integration tests: each test starts its own server on a free loopback port,
+//! in its own temporary directory with its log, and stops it when the guard drops.
+//!
+//! The binaries come from environment variables:
+//! - `KVFERRY_TEST_REDIS` (default `redis-server`, the Debian package);
+//! - `KVFERRY_TEST_PIKA`: a Pika binary; when set, `Server::source()` starts Pika instead of Redis;
+//! - `KVFERRY_TEST_KVROCKS`: a Kvrocks binary; when set, `Server::target()` starts Kvrocks.
+//!
+//! Every server start prints which server and binary it used, so a run's log says whether it
+//! tested Pika and Kvrocks or Redis standing in for them; nothing is skipped silently.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Redis,
+    Pika,
+    Kvrocks,
+}
+
+pub struct Server {
+    pub kind: Kind,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+    log: PathBuf,
+}
+
+/// A loopback port that is free now (and, for Pika, with port+1000 and port+2000 free too).
+fn free_port(kind: Kind) -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let extra_free = |p: u32| p <= 65535 && std::net::TcpListener::bind(("127.0.0.1", p as u16)).is_ok();
+        if kind != Kind::Pika || (extra_free(port as u32 + 1000) && extra_free(port as u32 + 2000)) {
+            return port;
+        }
+    }
+}
+
+impl Server {
+    /// The server that exports read from: Pika when `KVFERRY_TEST_PIKA` is set, else Redis.
+    pub fn source() -> Server {
+        Self::start(
+            if std::env::var_os("KVFERRY_TEST_PIKA").is_some() {
+                Kind::Pika
+            } else {
+                Kind::Redis
+            },
+            &[],
+        )
+    }
+
+    /// The server that imports write to: Kvrocks when `KVFERRY_TEST_KVROCKS` is set, else Redis.
+    pub fn target() -> Server {
+        Self::start(
+            if std::env::var_os("KVFERRY_TEST_KVROCKS").is_some() {
+                Kind::Kvrocks
+            } else {
+                Kind::Redis
+            },
+            &[],
+        )
+    }
+
+    /// Starts a server of `kind` with extra configuration lines (`name value`, Redis syntax).
+    pub fn start(kind: Kind, extra: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port(kind);
+        let log = dir.path().join("server.log");
+        let (var, default) = match kind {
+            Kind::Redis => ("KVFERRY_TEST_REDIS", Some("redis-server")),
+            Kind::Pika => ("KVFERRY_TEST_PIKA", None),
+            Kind::Kvrocks => ("KVFERRY_TEST_KVROCKS", None),
+        };
+        let bin = std::env::var(var)
+            .ok()
+            .or(default.map(String::from))
+            .unwrap_or_else(|| panic!("{var} is not set"));
+        let d = dir.path().display().to_string();
+        let conf = dir.path().join("server.conf");
+        let text = match kind {
+            Kind::Redis => format!("port {port}\nbind 127.0.0.1\ndir {d}\nsave \"\"\nappendonly no\nlogfile {}\n", log.display()),
+            // Pika's config is "key : value"; it also listens on port+1000 and port+2000.
+            Kind::Pika => format!("port : {port}\ndb-path : {d}/db/\nlog-path : {d}/log/\ndump-path : {d}/dump/\ndb-sync-path : {d}/dbsync/\ndaemonize : no\n"),
+            Kind::Kvrocks => format!("bind 127.0.0.1\nport {port}\ndir {d}/data\nlog-dir {d}\n"),
+        };
+        let sep = if kind == Kind::Pika { " : " } else { " " };
+        let text = extra.iter().fold(text, |t, (k, v)| format!("{t}{k}{sep}{v}\n"));
+        std::fs::write(&conf, text).unwrap();
+        let mut cmd = Command::new(&bin);
+        match kind {
+            Kind::Redis => cmd.arg(&conf),
+            Kind::Pika | Kind::Kvrocks => cmd.arg("-c").arg(&conf),
+        };
+        let child = cmd
+            .stdout(std::fs::File::create(dir.path().join("stdout.log")).unwrap())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("stderr.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        eprintln!("test server: {kind:?} ({bin}) on 127.0.0.1:{port}, dir {d}");
+        let mut s = Server {
+            kind,
+            port,
+            dir,
+            child,
+            log,
+        };
+        s.wait_ready();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A connection, RESP2.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+
+    /// Everything the server wrote, for failure messages.
+    pub fn logs(&self) -> String {
+        ["server.log", "stdout.log", "stderr.log", "log"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(self.dir.path().join(f)).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Polls PING until the server answers, against a deadline.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{:?} exited with {status} before answering; its log:\n{}",
+                    self.kind,
+                    self.logs()
+                );
+            }
+            let ping = redis::Client::open(self.url())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            // Any reply, NOAUTH included (a server with requirepass), means it is up.
+            if ping.as_ref().is_ok_and(|p| p == "PONG")
+                || ping.is_err_and(|e| !e.is_io_error() && !e.is_connection_refusal())
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{:?} on port {} did not answer PING in 20 s; its log:\n{}",
+                self.kind,
+                self.port,
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20)); // polling interval, not synchronisation
+        }
+    }
+
+    /// Stops the server at once (like kill -9), keeping its directory.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the same server again on the same port and directory (a restart).
+    pub fn restart(&mut self) {
+        self.kill();
+        let bin = std::env::var(match self.kind {
+            Kind::Redis => "KVFERRY_TEST_REDIS",
+            Kind::Pika => "KVFERRY_TEST_PIKA",
+            Kind::Kvrocks => "KVFERRY_TEST_KVROCKS",
+        })
+        .unwrap_or_else(|_| "redis-server".into());
+        let conf = self.dir.path().join("server.conf");
+        let mut cmd = Command::new(bin);
+        match self.kind {
+            Kind::Redis => cmd.arg(&conf),
+            Kind::Pika | Kind::Kvrocks => cmd.arg("-c").arg(&conf),
+        };
+        self.child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        self.wait_ready();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
