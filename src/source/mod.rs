@@ -4,5 +4,6 @@
 //! Facts about Pika relied on here are in ../shared/SERVERS.md; each is cited where it is used.
 
 pub mod conn;
+pub mod read;
 
 pub use conn::{connect, describe, redact, Server, ServerKind};

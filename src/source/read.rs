@@ -1,0 +1,469 @@
+//! Reads one key by its type, in pages, and hands it on as records of bounded size (SPEC §6), so
+//! memory stays bounded however big the key is. After reading a collection it compares the count
+//! read with the length the server reported first: reading fewer is never success (SERVERS.md:
+//! "compare the count read with HLEN/LLEN/SCARD/ZCARD/XLEN ... never as success").
+//!
+//! Zsets are read with ZSCAN, never ZRANGE: Pika's ZRANGE drops, misplaces or duplicates members
+//! scored -inf (SERVERS.md, seen on Pika 3.5.5 and 4.0.1); ZSCAN is right.
+
+use anyhow::{anyhow, Context};
+use redis::{Connection, Value as RV};
+
+use crate::format::consts::FLAG_LAST;
+use crate::format::record::{
+    KeyRecord, KeyType, StreamConsumer, StreamEntry, StreamGroup, StreamId, StreamMeta, StreamPending, Value,
+};
+
+/// Sizes of what is read and written at a time.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadOptions {
+    /// Start a new part once a part holds this many value bytes.
+    pub part_bytes: usize,
+    /// Elements asked for per command (SCAN COUNT, LRANGE window, XRANGE COUNT).
+    pub page: usize,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            part_bytes: 1 << 20,
+            page: 1000,
+        }
+    }
+}
+
+/// What reading a key came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The key was read and emitted, in this many parts, with this many elements.
+    Read { parts: u64, elements: u64 },
+    /// The key no longer exists (deleted or expired since it was listed): nothing was emitted.
+    Gone,
+    /// The key changed while it was read (fewer elements read than it had). What was emitted is
+    /// a complete but possibly stale occurrence; read it again, and the later occurrence wins
+    /// (F-PART-3).
+    Changed(String),
+}
+
+/// Where records go.
+pub type Emit<'e> = dyn FnMut(&KeyRecord) -> anyhow::Result<()> + 'e;
+
+/// Numbers parts and sends them on.
+struct Parts<'k, 'e, 'f> {
+    db: u32,
+    key: &'k [u8],
+    expire_at_ms: Option<u64>,
+    flags: u64,
+    next: u64,
+    emit: &'f mut Emit<'e>,
+}
+
+impl Parts<'_, '_, '_> {
+    fn send(&mut self, value: Value, last: bool) -> anyhow::Result<()> {
+        let rec = KeyRecord {
+            db: self.db,
+            key: self.key,
+            part: self.next,
+            flags: self.flags | if last { FLAG_LAST } else { 0 },
+            expire_at_ms: self.expire_at_ms,
+            value,
+        };
+        self.next += 1;
+        (self.emit)(&rec)
+    }
+}
+
+/// The key to read: where it is, what it is, and what its records carry.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyRef<'k> {
+    /// Database number, already SELECTed on the connection.
+    pub db: u32,
+    pub key: &'k [u8],
+    /// The type TYPE reported.
+    pub ty: KeyType,
+    /// Absolute expiry, computed when its PTTL was read.
+    pub expire_at_ms: Option<u64>,
+    /// Flags every part carries (e.g. PIKA_HLL, MULTI_TYPE), LAST excluded.
+    pub flags: u64,
+}
+
+/// Reads `k` and emits its records.
+pub fn read_key(conn: &mut Connection, k: KeyRef, opts: &ReadOptions, emit: &mut Emit) -> anyhow::Result<Outcome> {
+    let mut parts = Parts {
+        db: k.db,
+        key: k.key,
+        expire_at_ms: k.expire_at_ms,
+        flags: k.flags,
+        next: 0,
+        emit,
+    };
+    match k.ty {
+        KeyType::String => read_string(conn, &mut parts, opts),
+        KeyType::Hash => read_scanned(conn, &mut parts, opts, "HLEN", "HSCAN", k.ty),
+        KeyType::Set => read_scanned(conn, &mut parts, opts, "SCARD", "SSCAN", k.ty),
+        KeyType::ZSet => read_scanned(conn, &mut parts, opts, "ZCARD", "ZSCAN", k.ty),
+        KeyType::List => read_list(conn, &mut parts, opts),
+        KeyType::Stream => read_stream(conn, &mut parts, opts),
+    }
+}
+
+fn read_string(conn: &mut Connection, p: &mut Parts, opts: &ReadOptions) -> anyhow::Result<Outcome> {
+    let len: usize = redis::cmd("STRLEN").arg(p.key).query(conn)?;
+    if len <= opts.part_bytes {
+        let v: Option<Vec<u8>> = redis::cmd("GET").arg(p.key).query(conn)?;
+        let Some(v) = v else { return Ok(Outcome::Gone) };
+        p.send(Value::String(&v), true)?;
+        return Ok(Outcome::Read { parts: 1, elements: 1 });
+    }
+    // A big string in windows: GETRANGE start end (inclusive).
+    let mut at = 0;
+    while at < len {
+        let end = (at + opts.part_bytes).min(len);
+        let chunk: Vec<u8> = redis::cmd("GETRANGE").arg(p.key).arg(at).arg(end - 1).query(conn)?;
+        let short = chunk.len() < end - at;
+        p.send(Value::String(&chunk), end == len || short)?;
+        if short {
+            return Ok(Outcome::Changed(format!(
+                "string shrank while read: {} of {len} bytes",
+                at + chunk.len()
+            )));
+        }
+        at = end;
+    }
+    Ok(Outcome::Read {
+        parts: p.next,
+        elements: 1,
+    })
+}
+
+/// HSCAN / SSCAN / ZSCAN loops. They may return an element twice, which the format allows
+/// (F-REC-4: the later wins), so counts can exceed the length; fewer than it means a change.
+fn read_scanned(
+    conn: &mut Connection,
+    p: &mut Parts,
+    opts: &ReadOptions,
+    len_cmd: &str,
+    scan_cmd: &str,
+    ty: KeyType,
+) -> anyhow::Result<Outcome> {
+    let len: u64 = redis::cmd(len_cmd).arg(p.key).query(conn)?;
+    if len == 0 {
+        return Ok(Outcome::Gone);
+    }
+    let (mut cursor, mut buf, mut bytes, mut read) = (b"0".to_vec(), Vec::<Vec<u8>>::new(), 0usize, 0u64);
+    loop {
+        let (next, items): (Vec<u8>, Vec<Vec<u8>>) = redis::cmd(scan_cmd)
+            .arg(p.key)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(opts.page)
+            .query(conn)?;
+        let per = if ty == KeyType::Set { 1 } else { 2 };
+        if items.len() % per != 0 {
+            return Err(anyhow!("{scan_cmd} returned an odd number of items ({})", items.len()));
+        }
+        read += (items.len() / per) as u64;
+        bytes += items.iter().map(Vec::len).sum::<usize>();
+        buf.extend(items);
+        let done = next == b"0";
+        if done || bytes >= opts.part_bytes {
+            send_scanned(p, ty, &buf, done)?;
+            (buf, bytes) = (Vec::new(), 0);
+        }
+        if done {
+            break;
+        }
+        cursor = next;
+    }
+    if read < len {
+        return Ok(Outcome::Changed(format!(
+            "{scan_cmd} returned {read} elements, {len_cmd} said {len}"
+        )));
+    }
+    Ok(Outcome::Read {
+        parts: p.next,
+        elements: read,
+    })
+}
+
+fn send_scanned(p: &mut Parts, ty: KeyType, buf: &[Vec<u8>], last: bool) -> anyhow::Result<()> {
+    let value = match ty {
+        KeyType::Hash => Value::Hash(buf.chunks(2).map(|c| (c[0].as_slice(), c[1].as_slice())).collect()),
+        KeyType::Set => Value::Set(buf.iter().map(Vec::as_slice).collect()),
+        KeyType::ZSet => Value::ZSet(
+            buf.chunks(2)
+                .map(|c| Ok((c[0].as_slice(), parse_score(&c[1])?)))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        ),
+        _ => unreachable!("BUG: read_scanned is only called for hashes, sets and zsets"),
+    };
+    p.send(value, last)
+}
+
+/// A score as servers print it: Redis `inf`/`-inf`, Pika `%.17g` with `inf`, `-inf`, `nan`, `-0`.
+fn parse_score(b: &[u8]) -> anyhow::Result<f64> {
+    let s =
+        std::str::from_utf8(b).map_err(|_| anyhow!("a zset score is not text: {:?}", b.escape_ascii().to_string()))?;
+    s.parse::<f64>()
+        .map_err(|_| anyhow!("a zset score is not a number: {s:?}"))
+}
+
+fn read_list(conn: &mut Connection, p: &mut Parts, opts: &ReadOptions) -> anyhow::Result<Outcome> {
+    let len: u64 = redis::cmd("LLEN").arg(p.key).query(conn)?;
+    if len == 0 {
+        return Ok(Outcome::Gone);
+    }
+    let (mut at, mut buf, mut bytes) = (0u64, Vec::<Vec<u8>>::new(), 0usize);
+    while at < len {
+        let end = (at + opts.page as u64).min(len);
+        let items: Vec<Vec<u8>> = redis::cmd("LRANGE").arg(p.key).arg(at).arg(end - 1).query(conn)?;
+        let short = (items.len() as u64) < end - at;
+        at += items.len() as u64;
+        bytes += items.iter().map(Vec::len).sum::<usize>();
+        buf.extend(items);
+        let done = at >= len || short;
+        if done || bytes >= opts.part_bytes {
+            p.send(Value::List(buf.iter().map(Vec::as_slice).collect()), done)?;
+            (buf, bytes) = (Vec::new(), 0);
+        }
+        if short {
+            return Ok(Outcome::Changed(format!(
+                "LRANGE returned {at} elements, LLEN said {len}"
+            )));
+        }
+    }
+    Ok(Outcome::Read {
+        parts: p.next,
+        elements: len,
+    })
+}
+
+// ----- streams -----
+
+fn parse_id(b: &[u8]) -> anyhow::Result<StreamId> {
+    let s = std::str::from_utf8(b).ok().and_then(|s| s.split_once('-'));
+    let id = s.and_then(|(ms, seq)| {
+        Some(StreamId {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    });
+    id.ok_or_else(|| anyhow!("not a stream id: {:?}", b.escape_ascii().to_string()))
+}
+
+/// The id right after `id`, for paging with an inclusive start.
+fn after(id: StreamId) -> String {
+    match id.seq.checked_add(1) {
+        Some(seq) => format!("{}-{seq}", id.ms),
+        None => format!("{}-0", id.ms + 1),
+    }
+}
+
+/// A RESP2 flat array of names and values (XINFO replies) as pairs.
+fn fields(v: &RV) -> Vec<(String, &RV)> {
+    match v {
+        RV::Array(items) => items
+            .chunks(2)
+            .filter_map(|c| match (&c[0], c.get(1)) {
+                (RV::BulkString(k), Some(v)) => Some((String::from_utf8_lossy(k).into_owned(), v)),
+                (RV::SimpleString(k), Some(v)) => Some((k.clone(), v)),
+                _ => None,
+            })
+            .collect(),
+        RV::Map(pairs) => pairs
+            .iter()
+            .filter_map(|(k, v)| Some((redis::from_redis_value::<String>(k).ok()?, v)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn field<'v>(f: &[(String, &'v RV)], name: &str) -> Option<&'v RV> {
+    f.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+}
+
+fn int(v: Option<&RV>) -> Option<u64> {
+    v.and_then(|v| redis::from_redis_value::<i64>(v).ok())
+        .and_then(|i| u64::try_from(i).ok())
+}
+
+fn id_field(v: Option<&RV>) -> Option<StreamId> {
+    v.and_then(|v| redis::from_redis_value::<Vec<u8>>(v).ok())
+        .and_then(|b| parse_id(&b).ok())
+}
+
+type Entry = (StreamId, Vec<(Vec<u8>, Vec<u8>)>);
+
+fn read_stream(conn: &mut Connection, p: &mut Parts, opts: &ReadOptions) -> anyhow::Result<Outcome> {
+    let len: u64 = redis::cmd("XLEN").arg(p.key).query(conn)?;
+    let info: RV = match redis::cmd("XINFO").arg("STREAM").arg(p.key).query(conn) {
+        Ok(v) => v,
+        // No such key: it went away. (Pika 4.0 says XLEN 0 for a deleted stream, SERVERS.md.)
+        Err(e) if e.to_string().to_lowercase().contains("no such key") => return Ok(Outcome::Gone),
+        Err(e) => return Err(e).context("XINFO STREAM"),
+    };
+    let info = fields(&info);
+    let (mut start, mut buf, mut bytes, mut read) = ("-".to_string(), Vec::<Entry>::new(), 0usize, 0u64);
+    loop {
+        let page: Vec<(Vec<u8>, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+            .arg(p.key)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(opts.page)
+            .query(conn)?;
+        let n = page.len();
+        for (id, kv) in page {
+            let id = parse_id(&id)?;
+            bytes += 16 + kv.iter().map(Vec::len).sum::<usize>();
+            let mut pairs = Vec::with_capacity(kv.len() / 2);
+            let mut it = kv.into_iter();
+            while let (Some(f), Some(v)) = (it.next(), it.next()) {
+                pairs.push((f, v));
+            }
+            buf.push((id, pairs));
+        }
+        read += n as u64;
+        let done = n < opts.page;
+        if let Some((last, _)) = buf.last() {
+            start = after(*last);
+        }
+        if done {
+            break;
+        }
+        if bytes >= opts.part_bytes {
+            send_entries(p, &buf, None)?;
+            (buf, bytes) = (Vec::new(), 0);
+        }
+    }
+    let groups = read_groups(conn, p.key, opts)?;
+    let meta = StreamMeta {
+        last_id: id_field(field(&info, "last-generated-id")).unwrap_or(StreamId { ms: 0, seq: 0 }),
+        entries_added: int(field(&info, "entries-added")),
+        max_deleted_id: id_field(field(&info, "max-deleted-entry-id")),
+        groups: groups.iter().map(OwnedGroup::borrow).collect(),
+    };
+    send_entries(p, &buf, Some(meta))?;
+    if read < len {
+        return Ok(Outcome::Changed(format!(
+            "XRANGE returned {read} entries, XLEN said {len}"
+        )));
+    }
+    Ok(Outcome::Read {
+        parts: p.next,
+        elements: read,
+    })
+}
+
+fn send_entries(p: &mut Parts, buf: &[Entry], meta: Option<StreamMeta>) -> anyhow::Result<()> {
+    let entries = buf
+        .iter()
+        .map(|(id, kv)| StreamEntry {
+            id: *id,
+            fields: kv.iter().map(|(f, v)| (f.as_slice(), v.as_slice())).collect(),
+        })
+        .collect();
+    let last = meta.is_some();
+    p.send(Value::Stream { entries, meta }, last)
+}
+
+struct OwnedGroup {
+    name: Vec<u8>,
+    last_delivered_id: StreamId,
+    entries_read: Option<u64>,
+    consumers: Vec<(Vec<u8>, Option<u64>)>,
+    pending: Vec<(StreamId, Vec<u8>, u64, u64)>,
+}
+
+impl OwnedGroup {
+    fn borrow(&self) -> StreamGroup<'_> {
+        StreamGroup {
+            name: &self.name,
+            last_delivered_id: self.last_delivered_id,
+            entries_read: self.entries_read,
+            consumers: self
+                .consumers
+                .iter()
+                .map(|(n, s)| StreamConsumer {
+                    name: n,
+                    seen_time_ms: *s,
+                })
+                .collect(),
+            pending: self
+                .pending
+                .iter()
+                .map(|(id, c, t, n)| StreamPending {
+                    id: *id,
+                    consumer: c,
+                    delivery_time_ms: *t,
+                    delivery_count: *n,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Consumer groups with their consumers and pending entries (XINFO GROUPS, XINFO CONSUMERS,
+/// XPENDING). Pika has no XGROUP (SERVERS.md): an error here means "no groups".
+fn read_groups(conn: &mut Connection, key: &[u8], opts: &ReadOptions) -> anyhow::Result<Vec<OwnedGroup>> {
+    let Ok(RV::Array(groups)) = redis::cmd("XINFO").arg("GROUPS").arg(key).query::<RV>(conn) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for g in &groups {
+        let g = fields(g);
+        let name: Vec<u8> = field(&g, "name")
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .unwrap_or_default();
+        let now = now_ms();
+        let consumers: RV = redis::cmd("XINFO").arg("CONSUMERS").arg(key).arg(&name).query(conn)?;
+        let consumers = match &consumers {
+            RV::Array(cs) => cs
+                .iter()
+                .map(|c| {
+                    let c = fields(c);
+                    let name = field(&c, "name")
+                        .and_then(|v| redis::from_redis_value(v).ok())
+                        .unwrap_or_default();
+                    // Redis 7.2 reports seen-time; older ones only idle (ms since last seen).
+                    let idle = int(field(&c, "seen-time")).or_else(|| int(field(&c, "idle")));
+                    (name, idle.map(|i| now.saturating_sub(i)))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut pending = Vec::new();
+        let mut start = "-".to_string();
+        loop {
+            let page: Vec<(Vec<u8>, Vec<u8>, u64, u64)> = redis::cmd("XPENDING")
+                .arg(key)
+                .arg(&name)
+                .arg(&start)
+                .arg("+")
+                .arg(opts.page)
+                .query(conn)?;
+            let n = page.len();
+            for (id, consumer, idle, count) in page {
+                pending.push((parse_id(&id)?, consumer, now.saturating_sub(idle), count));
+            }
+            if n < opts.page {
+                break;
+            }
+            start = after(pending.last().map(|p| p.0).expect("BUG: a full page has a last entry"));
+        }
+        out.push(OwnedGroup {
+            name,
+            last_delivered_id: id_field(field(&g, "last-delivered-id")).unwrap_or(StreamId { ms: 0, seq: 0 }),
+            entries_read: int(field(&g, "entries-read")),
+            consumers,
+            pending,
+        });
+    }
+    Ok(out)
+}
