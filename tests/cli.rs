@@ -139,7 +139,7 @@ fn check_json_report_names_files_and_blocks() {
 
 #[test]
 fn help_has_examples() {
-    for cmd in ["inspect", "cat", "check"] {
+    for cmd in ["export", "inspect", "cat", "check"] {
         let o = kvferry(&[cmd, "--help"]);
         assert!(o.status.success());
         assert!(stdout(&o).contains("Examples:"), "{cmd} --help");

@@ -2,4 +2,5 @@
 
 pub mod cat;
 pub mod check;
+pub mod export;
 pub mod inspect;

@@ -5,5 +5,6 @@
 
 pub mod conn;
 pub mod read;
+pub mod scan;
 
 pub use conn::{connect, describe, redact, Server, ServerKind};

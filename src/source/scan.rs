@@ -1,0 +1,224 @@
+//! Enumerates one database with SCAN and reads every key: TYPE and PTTL pipelined per page of
+//! keys (no round trip per key), then each key by its type (read.rs). What could not be read is
+//! counted or reported by name; nothing is dropped silently.
+//!
+//! Pika facts relied on (SERVERS.md): TYPE answers `streams` for a stream on 4.0; PTTL answers 0
+//! for a missing key or any stream on 4.0 (never "expire now"); with `slotmigrate yes`, SCAN lists
+//! internal `_internal:slotkey:4migrate:*` / `_internal:slottag:4migrate:*` sets that are not user
+//! data. The stateless PKSCANRANGE path for Pika comes next (issue 3); until then SCAN is used
+//! with one cursor per connection and a fixed COUNT and MATCH.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, Context};
+use redis::Connection;
+use serde::Serialize;
+
+use super::conn::ServerKind;
+use super::read::{read_key, Emit, KeyRef, Outcome, ReadOptions};
+use crate::format::record::{KeyType, Lossy};
+
+/// Pika's internal slot-migration sets, skipped by default (SERVERS.md).
+const PIKA_INTERNAL: [&[u8]; 2] = [b"_internal:slotkey:4migrate:", b"_internal:slottag:4migrate:"];
+
+/// How many times a key that changed while read is read again before it is reported as failed.
+const REREADS: usize = 3;
+
+/// What to export from a database.
+#[derive(Clone, Debug, Default)]
+pub struct ScanOptions {
+    pub read: ReadOptions,
+    /// SCAN COUNT.
+    pub count: usize,
+    /// SCAN MATCH pattern.
+    pub pattern: Option<String>,
+    /// Only these types (all when empty).
+    pub types: Vec<KeyType>,
+    /// Keys starting with any of these are skipped.
+    pub exclude_prefixes: Vec<Vec<u8>>,
+    /// Report keys of unknown types as skipped instead of failed.
+    pub skip_unknown_types: bool,
+}
+
+/// A key that was not exported, by name, and why.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key, rendered as in `kvferry cat` (UTF-8, or base64).
+    pub key: serde_json::Value,
+    pub reason: String,
+}
+
+/// What exporting one database came to.
+#[derive(Serialize, Debug, Default, Clone)]
+pub struct DbReport {
+    pub keys_by_type: BTreeMap<String, u64>,
+    /// Listed by SCAN but gone (deleted or expired) before they were read.
+    pub gone: u64,
+    /// Skipped by filters (type, prefix, Pika internals).
+    pub filtered: u64,
+    /// Keys of unknown types skipped with --skip-unknown-types.
+    pub skipped_unknown: Vec<Problem>,
+    /// Keys that could not be exported: the run's exit code is non-zero when there are any.
+    pub failed: Vec<Problem>,
+    /// Keys read more than once because they changed while read.
+    pub reread: u64,
+}
+
+fn key_json(k: &[u8]) -> serde_json::Value {
+    let mut s = String::new();
+    crate::format::render::bytes(&mut s, k);
+    serde_json::from_str(&s).expect("BUG: render::bytes writes valid JSON")
+}
+
+/// The type TYPE names, if kvferry can export it.
+fn key_type(name: &str) -> Option<KeyType> {
+    match name {
+        "streams" => Some(KeyType::Stream), // Pika 4.0 (SERVERS.md)
+        other => KeyType::from_name(other),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Exports database `db` (selected here) of a server of `kind`, sending records to `emit` and
+/// calling `progress` with the number of keys done after each page.
+pub fn export_db(
+    conn: &mut Connection,
+    kind: &ServerKind,
+    db: u32,
+    opts: &ScanOptions,
+    emit: &mut Emit,
+    progress: &mut dyn FnMut(u64),
+) -> anyhow::Result<DbReport> {
+    redis::cmd("SELECT")
+        .arg(db)
+        .query::<()>(conn)
+        .with_context(|| format!("SELECT {db}"))?;
+    let mut report = DbReport::default();
+    let mut cursor = b"0".to_vec();
+    loop {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(&cursor).arg("COUNT").arg(opts.count.max(1));
+        if let Some(p) = &opts.pattern {
+            scan.arg("MATCH").arg(p);
+        }
+        let (next, keys): (Vec<u8>, Vec<Vec<u8>>) = scan.query(conn).context("SCAN")?;
+        let keys: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|k| {
+                let skip = opts.exclude_prefixes.iter().any(|p| k.starts_with(p))
+                    || (matches!(kind, ServerKind::Pika(..)) && PIKA_INTERNAL.iter().any(|p| k.starts_with(p)));
+                report.filtered += u64::from(skip);
+                !skip
+            })
+            .collect();
+        export_page(conn, kind, db, &keys, opts, emit, &mut report)?;
+        progress(keys.len() as u64);
+        if next == b"0" {
+            return Ok(report);
+        }
+        cursor = next;
+    }
+}
+
+fn export_page(
+    conn: &mut Connection,
+    kind: &ServerKind,
+    db: u32,
+    keys: &[Vec<u8>],
+    opts: &ScanOptions,
+    emit: &mut Emit,
+    report: &mut DbReport,
+) -> anyhow::Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = redis::pipe();
+    for k in keys {
+        pipe.cmd("TYPE").arg(k).cmd("PTTL").arg(k);
+    }
+    let replies: Vec<redis::Value> = pipe.query(conn).context("TYPE/PTTL pipeline")?;
+    let read_at = now_ms();
+    if replies.len() != 2 * keys.len() {
+        return Err(anyhow!(
+            "TYPE/PTTL pipeline: {} replies for {} commands",
+            replies.len(),
+            2 * keys.len()
+        ));
+    }
+    for (k, r) in keys.iter().zip(replies.chunks(2)) {
+        let ty: String = redis::from_redis_value(&r[0]).with_context(|| format!("TYPE {:?}", Lossy(k)))?;
+        let pttl: i64 = redis::from_redis_value(&r[1]).with_context(|| format!("PTTL {:?}", Lossy(k)))?;
+        if ty == "none" || pttl == -2 {
+            report.gone += 1;
+            continue;
+        }
+        let Some(t) = key_type(&ty) else {
+            let p = Problem {
+                key: key_json(k),
+                reason: format!("unknown type {ty:?}"),
+            };
+            if opts.skip_unknown_types {
+                report.skipped_unknown.push(p)
+            } else {
+                report.failed.push(p)
+            }
+            continue;
+        };
+        if !opts.types.is_empty() && !opts.types.contains(&t) {
+            report.filtered += 1;
+            continue;
+        }
+        // Pika 4.0 answers PTTL 0 for streams and missing keys: never "expire now" (SERVERS.md).
+        let expire_at_ms = match pttl {
+            0 if matches!(kind, ServerKind::Pika(..)) => None,
+            p if p >= 0 => Some(read_at + p as u64),
+            _ => None,
+        };
+        let key = KeyRef {
+            db,
+            key: k,
+            ty: t,
+            expire_at_ms,
+            flags: 0,
+        };
+        read_one(conn, key, opts, emit, report)?;
+    }
+    Ok(())
+}
+
+/// Reads one key, again while it changes under us, and accounts for the result.
+fn read_one(
+    conn: &mut Connection,
+    key: KeyRef,
+    opts: &ScanOptions,
+    emit: &mut Emit,
+    report: &mut DbReport,
+) -> anyhow::Result<()> {
+    for attempt in 0..=REREADS {
+        match read_key(conn, key, &opts.read, emit)
+            .with_context(|| format!("reading {} {:?}", key.ty.name(), Lossy(key.key)))?
+        {
+            Outcome::Read { .. } => {
+                *report.keys_by_type.entry(key.ty.name().to_string()).or_default() += 1;
+                return Ok(());
+            }
+            Outcome::Gone => {
+                report.gone += 1;
+                return Ok(());
+            }
+            Outcome::Changed(why) if attempt == REREADS => {
+                report.failed.push(Problem {
+                    key: key_json(key.key),
+                    reason: format!("kept changing while read ({why})"),
+                });
+            }
+            Outcome::Changed(_) => report.reread += 1,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! `kvferry export` end to end against a real source server (tests/support): every type, several
+//! databases, binary keys and members, empty strings, 1 MB values, TTLs; the snapshot must pass
+//! `check` and hold exactly what the source holds.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+
+use redis::Commands;
+use serde_json::{json, Value as J};
+use support::Server;
+
+fn kvferry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kvferry")).args(args).output().unwrap()
+}
+
+/// The snapshot's records, joined into whole keys: (shard, key JSON) -> (type, expiry, value).
+fn keys(snapshot: &str) -> BTreeMap<(String, String), (String, J, Vec<J>)> {
+    let out = kvferry(&["cat", snapshot]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut m: BTreeMap<(String, String), (String, J, Vec<J>)> = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let r: J = serde_json::from_str(line).unwrap();
+        let id = (r["shard"].as_str().unwrap().to_string(), r["key"].to_string());
+        let e = m.entry(id).or_insert_with(|| {
+            (
+                r["type"].as_str().unwrap().to_string(),
+                r["expire_at_ms"].clone(),
+                Vec::new(),
+            )
+        });
+        e.2.push(r["value"].clone());
+    }
+    m
+}
+
+fn populate(s: &Server) {
+    let mut c = s.conn();
+    let big = "x".repeat(1 << 20);
+    let _: () = c.set("str", "hello").unwrap();
+    let _: () = c.set("empty", "").unwrap();
+    let _: () = c.set(b"\xff\xfebin", b"\x00\xff").unwrap();
+    let _: () = c.set("big", &big).unwrap();
+    let _: () = c.hset_multiple("hash", &[("f1", "v1"), ("f2", "")]).unwrap();
+    let _: () = c.rpush("list", &["a", "b", "a"]).unwrap();
+    let _: () = c.sadd("set", &[b"m1".as_slice(), b"\x80"]).unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg("zset")
+        .arg("-inf")
+        .arg("lo")
+        .arg("1.5")
+        .arg("mid")
+        .arg("+inf")
+        .arg("hi")
+        .query(&mut c)
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("stream")
+        .arg("5-1")
+        .arg("k")
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    let _: () = c.set_ex("ttl", "soon", 3600).unwrap();
+    let _: () = redis::cmd("SELECT").arg(3).query(&mut c).unwrap();
+    let _: () = c.set("in-db3", "three").unwrap();
+}
+
+#[test]
+fn exports_every_type_and_database_exactly() {
+    let s = Server::source();
+    populate(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    let report = dir.path().join("report.json");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let o = kvferry(&[
+        "export",
+        "--source",
+        &s.url(),
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(kvferry(&["check", out.to_str().unwrap()]).status.code(), Some(0));
+
+    let k = keys(out.to_str().unwrap());
+    let get = |shard: &str, key: J| {
+        k.get(&(shard.to_string(), key.to_string()))
+            .unwrap_or_else(|| panic!("{key} missing from {shard}"))
+            .clone()
+    };
+    assert_eq!(get("src0-db0", json!("str")).2, vec![json!("hello")]);
+    assert_eq!(get("src0-db0", json!("empty")).2, vec![json!("")]);
+    assert_eq!(
+        get("src0-db0", json!({"base64": "//5iaW4="})).2,
+        vec![json!({"base64": "AP8="})]
+    );
+    assert_eq!(get("src0-db0", json!("big")).2, vec![json!("x".repeat(1 << 20))]);
+    assert_eq!(get("src0-db0", json!("list")).2, vec![json!(["a", "b", "a"])]);
+    let mut hash: Vec<J> = get("src0-db0", json!("hash")).2[0].as_array().unwrap().clone();
+    hash.sort_by_key(|p| p.to_string());
+    assert_eq!(hash, vec![json!(["f1", "v1"]), json!(["f2", ""])]);
+    let (ty, _, z) = get("src0-db0", json!("zset"));
+    assert_eq!(ty, "zset");
+    let mut z: Vec<String> = z[0].as_array().unwrap().iter().map(|p| p.to_string()).collect();
+    z.sort();
+    assert_eq!(z, ["[\"hi\",\"inf\"]", "[\"lo\",\"-inf\"]", "[\"mid\",1.5]"]);
+    assert_eq!(
+        get("src0-db0", json!("stream")).2[0]["entries"],
+        json!([["5-1", [["k", "v"]]]])
+    );
+    let (_, expiry, _) = get("src0-db0", json!("ttl"));
+    let at = expiry.as_u64().expect("the TTL became an absolute expiry");
+    assert!(at >= before + 3_590_000 && at <= before + 3_700_000, "{at} vs {before}");
+    assert!(get("src0-db0", json!("str")).1.is_null(), "no TTL, no expiry");
+    assert_eq!(get("src0-db3", json!("in-db3")).2, vec![json!("three")]);
+    assert_eq!(
+        k.len(),
+        11,
+        "exactly the source's keys: {:?}",
+        k.keys().collect::<Vec<_>>()
+    );
+
+    let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let db0 = r["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["shard"] == "src0-db0")
+        .unwrap();
+    assert_eq!(db0["keys_by_type"]["string"], 5);
+    assert_eq!(db0["failed"], json!([]));
+    assert_eq!(
+        r["shards"].as_array().unwrap().len(),
+        16,
+        "one shard per database of the source"
+    );
+}
+
+#[test]
+fn filters_by_db_type_and_prefix() {
+    let s = Server::source();
+    populate(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    let o = kvferry(&[
+        "export",
+        "--source",
+        &s.url(),
+        "--out",
+        out.to_str().unwrap(),
+        "--db",
+        "0",
+        "--type",
+        "string,list",
+        "--exclude-prefix",
+        "big",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let k = keys(out.to_str().unwrap());
+    let names: Vec<&str> = k.keys().map(|(_, key)| key.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "\"empty\"",
+            "\"list\"",
+            "\"str\"",
+            "\"ttl\"",
+            "{\"base64\":\"//5iaW4=\"}"
+        ]
+    );
+}
+
+#[test]
+fn refuses_to_overwrite_a_snapshot_and_names_unreachable_sources() {
+    let s = Server::source();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    assert_eq!(
+        kvferry(&[
+            "export",
+            "--source",
+            &s.url(),
+            "--out",
+            out.to_str().unwrap(),
+            "--db",
+            "0"
+        ])
+        .status
+        .code(),
+        Some(0)
+    );
+    let o = kvferry(&["export", "--source", &s.url(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already holds a complete snapshot"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = kvferry(&[
+        "export",
+        "--source",
+        &format!("redis://:secret@127.0.0.1:{port}"),
+        "--out",
+        dir.path().join("other").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("redis://127.0.0.1:{port}: connection refused")) && !err.contains("secret"),
+        "{err}"
+    );
+}
