@@ -219,3 +219,87 @@ fn refuses_to_overwrite_a_snapshot_and_names_unreachable_sources() {
         "{err}"
     );
 }
+
+/// A writer deletes and retypes big keys while the export runs: the export finishes, the snapshot
+/// is well-formed, untouched keys are exact, and every churned key is either absent, exported
+/// with a type the writer used, or reported as failed by name.
+#[test]
+fn survives_a_concurrent_writer_deleting_and_retyping_keys() {
+    let s = Server::source();
+    let mut c = s.conn();
+    let stable: Vec<(String, String)> = (0..20_000).map(|i| (format!("stable:{i}"), format!("v{i}"))).collect();
+    for chunk in stable.chunks(1000) {
+        let _: () = c.mset(chunk).unwrap();
+    }
+    let fields: Vec<(String, String)> = (0..3000).map(|i| (format!("f{i}"), format!("{i}"))).collect();
+    for i in 0..40 {
+        let _: () = c.hset_multiple(format!("churn:{i}"), &fields).unwrap();
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, url) = (stop.clone(), s.url());
+        let items: Vec<String> = (0..3000).map(|i| i.to_string()).collect();
+        std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let mut round = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("churn:{}", round % 40);
+                let _: () = c.del(&key).unwrap();
+                match round % 3 {
+                    0 => c.hset_multiple::<_, _, _, ()>(&key, &fields).unwrap(),
+                    1 => c.rpush::<_, _, ()>(&key, &items).unwrap(),
+                    _ => {} // deleted
+                }
+                round += 1;
+            }
+            round
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    let report = dir.path().join("report.json");
+    let o = kvferry(&[
+        "export",
+        "--source",
+        &s.url(),
+        "--out",
+        out.to_str().unwrap(),
+        "--db",
+        "0",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rounds = writer.join().unwrap();
+    assert!(rounds > 40, "the writer ran during the export ({rounds} rounds)");
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)),
+        "export failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        kvferry(&["check", out.to_str().unwrap()]).status.code(),
+        Some(0),
+        "the snapshot is well-formed"
+    );
+    let k = keys(out.to_str().unwrap());
+    for (key, v) in &stable {
+        assert_eq!(
+            k[&("src0-db0".to_string(), json!(key).to_string())].2,
+            vec![json!(v)],
+            "{key}"
+        );
+    }
+    for ((_, key), (ty, _, _)) in &k {
+        if key.starts_with("\"churn:") {
+            assert!(ty == "hash" || ty == "list", "{key} exported as {ty}");
+        }
+    }
+    let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    for f in r["shards"][0]["failed"].as_array().unwrap() {
+        assert!(
+            f["key"].as_str().unwrap().starts_with("churn:"),
+            "only churned keys may fail: {f}"
+        );
+    }
+}

@@ -56,6 +56,8 @@ struct Parts<'k, 'e, 'f> {
     flags: u64,
     next: u64,
     emit: &'f mut Emit<'e>,
+    /// The last part was sent.
+    closed: bool,
 }
 
 impl Parts<'_, '_, '_> {
@@ -69,6 +71,7 @@ impl Parts<'_, '_, '_> {
             value,
         };
         self.next += 1;
+        self.closed = last;
         (self.emit)(&rec)
     }
 }
@@ -87,7 +90,10 @@ pub struct KeyRef<'k> {
     pub flags: u64,
 }
 
-/// Reads `k` and emits its records.
+/// Reads `k` and emits its records. Whatever happens, the occurrence it started is closed (its
+/// last part sent), so the snapshot stays well-formed (F-PART-2): after a failure midway, the
+/// closed occurrence is incomplete, and the caller must read the key again (the later occurrence
+/// wins, F-PART-3) or report it. A key whose type changed midway (WRONGTYPE) is `Changed`.
 pub fn read_key(conn: &mut Connection, k: KeyRef, opts: &ReadOptions, emit: &mut Emit) -> anyhow::Result<Outcome> {
     let mut parts = Parts {
         db: k.db,
@@ -96,14 +102,44 @@ pub fn read_key(conn: &mut Connection, k: KeyRef, opts: &ReadOptions, emit: &mut
         flags: k.flags,
         next: 0,
         emit,
+        closed: false,
     };
-    match k.ty {
+    let result = match k.ty {
         KeyType::String => read_string(conn, &mut parts, opts),
         KeyType::Hash => read_scanned(conn, &mut parts, opts, "HLEN", "HSCAN", k.ty),
         KeyType::Set => read_scanned(conn, &mut parts, opts, "SCARD", "SSCAN", k.ty),
         KeyType::ZSet => read_scanned(conn, &mut parts, opts, "ZCARD", "ZSCAN", k.ty),
         KeyType::List => read_list(conn, &mut parts, opts),
         KeyType::Stream => read_stream(conn, &mut parts, opts),
+    };
+    if parts.next > 0 && !parts.closed {
+        parts.send(empty(k.ty), true)?;
+    }
+    match result {
+        Err(e) if e.chain().any(|c| c.to_string().starts_with("WRONGTYPE")) => {
+            Ok(Outcome::Changed(format!("its type changed: {e}")))
+        }
+        other => other,
+    }
+}
+
+/// An empty value of type `ty`, to close an occurrence cut short.
+fn empty(ty: KeyType) -> Value<'static> {
+    match ty {
+        KeyType::String => Value::String(b""),
+        KeyType::Hash => Value::Hash(Vec::new()),
+        KeyType::List => Value::List(Vec::new()),
+        KeyType::Set => Value::Set(Vec::new()),
+        KeyType::ZSet => Value::ZSet(Vec::new()),
+        KeyType::Stream => Value::Stream {
+            entries: Vec::new(),
+            meta: Some(StreamMeta {
+                last_id: StreamId { ms: 0, seq: 0 },
+                entries_added: None,
+                max_deleted_id: None,
+                groups: Vec::new(),
+            }),
+        },
     }
 }
 

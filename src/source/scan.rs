@@ -153,58 +153,87 @@ fn export_page(
     for (k, r) in keys.iter().zip(replies.chunks(2)) {
         let ty: String = redis::from_redis_value(&r[0]).with_context(|| format!("TYPE {:?}", Lossy(k)))?;
         let pttl: i64 = redis::from_redis_value(&r[1]).with_context(|| format!("PTTL {:?}", Lossy(k)))?;
-        if ty == "none" || pttl == -2 {
-            report.gone += 1;
-            continue;
+        let at = Listed {
+            db,
+            key: k,
+            ty,
+            pttl,
+            read_at,
+        };
+        export_key(conn, kind, at, opts, emit, report)?;
+    }
+    Ok(())
+}
+
+/// A listed key with the TYPE and PTTL read for it at `read_at`.
+struct Listed<'k> {
+    db: u32,
+    key: &'k [u8],
+    ty: String,
+    pttl: i64,
+    read_at: u64,
+}
+
+/// Exports one key; when it changes while read, asks TYPE and PTTL again and reads it again, up
+/// to REREADS times, then reports it as failed.
+fn export_key(
+    conn: &mut Connection,
+    kind: &ServerKind,
+    mut l: Listed,
+    opts: &ScanOptions,
+    emit: &mut Emit,
+    report: &mut DbReport,
+) -> anyhow::Result<()> {
+    for attempt in 0..=REREADS {
+        if attempt > 0 {
+            report.reread += 1;
+            (l.ty, l.pttl) = redis::pipe()
+                .cmd("TYPE")
+                .arg(l.key)
+                .cmd("PTTL")
+                .arg(l.key)
+                .query(conn)
+                .context("TYPE/PTTL")?;
+            l.read_at = now_ms();
         }
-        let Some(t) = key_type(&ty) else {
+        if l.ty == "none" || l.pttl == -2 {
+            report.gone += 1;
+            return Ok(());
+        }
+        let Some(t) = key_type(&l.ty) else {
             let p = Problem {
-                key: key_json(k),
-                reason: format!("unknown type {ty:?}"),
+                key: key_json(l.key),
+                reason: format!("unknown type {:?}", l.ty),
             };
             if opts.skip_unknown_types {
                 report.skipped_unknown.push(p)
             } else {
                 report.failed.push(p)
             }
-            continue;
+            return Ok(());
         };
         if !opts.types.is_empty() && !opts.types.contains(&t) {
             report.filtered += 1;
-            continue;
+            return Ok(());
         }
         // Pika 4.0 answers PTTL 0 for streams and missing keys: never "expire now" (SERVERS.md).
-        let expire_at_ms = match pttl {
+        let expire_at_ms = match l.pttl {
             0 if matches!(kind, ServerKind::Pika(..)) => None,
-            p if p >= 0 => Some(read_at + p as u64),
+            p if p >= 0 => Some(l.read_at + p as u64),
             _ => None,
         };
         let key = KeyRef {
-            db,
-            key: k,
+            db: l.db,
+            key: l.key,
             ty: t,
             expire_at_ms,
             flags: 0,
         };
-        read_one(conn, key, opts, emit, report)?;
-    }
-    Ok(())
-}
-
-/// Reads one key, again while it changes under us, and accounts for the result.
-fn read_one(
-    conn: &mut Connection,
-    key: KeyRef,
-    opts: &ScanOptions,
-    emit: &mut Emit,
-    report: &mut DbReport,
-) -> anyhow::Result<()> {
-    for attempt in 0..=REREADS {
-        match read_key(conn, key, &opts.read, emit)
-            .with_context(|| format!("reading {} {:?}", key.ty.name(), Lossy(key.key)))?
-        {
+        let outcome = read_key(conn, key, &opts.read, emit)
+            .with_context(|| format!("reading {} {:?}", t.name(), Lossy(l.key)))?;
+        match outcome {
             Outcome::Read { .. } => {
-                *report.keys_by_type.entry(key.ty.name().to_string()).or_default() += 1;
+                *report.keys_by_type.entry(t.name().to_string()).or_default() += 1;
                 return Ok(());
             }
             Outcome::Gone => {
@@ -212,12 +241,13 @@ fn read_one(
                 return Ok(());
             }
             Outcome::Changed(why) if attempt == REREADS => {
+                let reason = format!("kept changing while read ({why})");
                 report.failed.push(Problem {
-                    key: key_json(key.key),
-                    reason: format!("kept changing while read ({why})"),
+                    key: key_json(l.key),
+                    reason,
                 });
             }
-            Outcome::Changed(_) => report.reread += 1,
+            Outcome::Changed(_) => {}
         }
     }
     Ok(())
