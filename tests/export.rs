@@ -15,7 +15,8 @@ fn kvferry(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kvferry")).args(args).output().unwrap()
 }
 
-/// The snapshot's records, joined into whole keys: (shard, key JSON) -> (type, expiry, value).
+/// The snapshot's records, joined into whole keys, the last occurrence winning:
+/// (shard, key JSON) -> (type, expiry, value parts).
 fn keys(snapshot: &str) -> BTreeMap<(String, String), (String, J, Vec<J>)> {
     let out = kvferry(&["cat", snapshot]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -23,14 +24,18 @@ fn keys(snapshot: &str) -> BTreeMap<(String, String), (String, J, Vec<J>)> {
     for line in String::from_utf8(out.stdout).unwrap().lines() {
         let r: J = serde_json::from_str(line).unwrap();
         let id = (r["shard"].as_str().unwrap().to_string(), r["key"].to_string());
-        let e = m.entry(id).or_insert_with(|| {
-            (
-                r["type"].as_str().unwrap().to_string(),
-                r["expire_at_ms"].clone(),
-                Vec::new(),
-            )
-        });
-        e.2.push(r["value"].clone());
+        // A key's part 0 starts a new occurrence, which replaces any earlier one (F-PART-3).
+        if r["part"] == 0 {
+            m.insert(
+                id.clone(),
+                (
+                    r["type"].as_str().unwrap().to_string(),
+                    r["expire_at_ms"].clone(),
+                    Vec::new(),
+                ),
+            );
+        }
+        m.get_mut(&id).unwrap().2.push(r["value"].clone());
     }
     m
 }
