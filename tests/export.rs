@@ -15,6 +15,43 @@ fn kvferry(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kvferry")).args(args).output().unwrap()
 }
 
+/// One `kvferry export` run into a fresh directory, with a JSON report.
+struct Run {
+    _dir: tempfile::TempDir,
+    out: String,
+    report: std::path::PathBuf,
+    output: Output,
+}
+
+fn export(s: &Server, extra: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap").to_string_lossy().into_owned();
+    let report = dir.path().join("report.json");
+    let mut args = vec![
+        "export",
+        "--source",
+        &s.url(),
+        "--out",
+        &out,
+        "--report",
+        report.to_str().unwrap(),
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect::<Vec<_>>();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let output = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .args(&args)
+        .output()
+        .unwrap();
+    Run {
+        _dir: dir,
+        out,
+        report,
+        output,
+    }
+}
+
 /// The snapshot's records, joined into whole keys, the last occurrence winning:
 /// (shard, key JSON) -> (type, expiry, value parts).
 fn keys(snapshot: &str) -> BTreeMap<(String, String), (String, J, Vec<J>)> {
@@ -76,26 +113,16 @@ fn populate(s: &Server) {
 fn exports_every_type_and_database_exactly() {
     let s = Server::source();
     populate(&s);
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("snap");
-    let report = dir.path().join("report.json");
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let o = kvferry(&[
-        "export",
-        "--source",
-        &s.url(),
-        "--out",
-        out.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ]);
+    let run = export(&s, &[]);
+    let (o, out, report) = (&run.output, run.out.as_str(), &run.report);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(kvferry(&["check", out.to_str().unwrap()]).status.code(), Some(0));
+    assert_eq!(kvferry(&["check", out]).status.code(), Some(0));
 
-    let k = keys(out.to_str().unwrap());
+    let k = keys(out);
     let get = |shard: &str, key: J| {
         k.get(&(shard.to_string(), key.to_string()))
             .unwrap_or_else(|| panic!("{key} missing from {shard}"))
@@ -133,7 +160,7 @@ fn exports_every_type_and_database_exactly() {
         k.keys().collect::<Vec<_>>()
     );
 
-    let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let r: J = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
     let db0 = r["shards"]
         .as_array()
         .unwrap()
@@ -153,23 +180,10 @@ fn exports_every_type_and_database_exactly() {
 fn filters_by_db_type_and_prefix() {
     let s = Server::source();
     populate(&s);
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("snap");
-    let o = kvferry(&[
-        "export",
-        "--source",
-        &s.url(),
-        "--out",
-        out.to_str().unwrap(),
-        "--db",
-        "0",
-        "--type",
-        "string,list",
-        "--exclude-prefix",
-        "big",
-    ]);
+    let run = export(&s, &["--db", "0", "--type", "string,list", "--exclude-prefix", "big"]);
+    let o = &run.output;
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    let k = keys(out.to_str().unwrap());
+    let k = keys(&run.out);
     let names: Vec<&str> = k.keys().map(|(_, key)| key.as_str()).collect();
     assert_eq!(
         names,
@@ -260,20 +274,8 @@ fn survives_a_concurrent_writer_deleting_and_retyping_keys() {
             round
         })
     };
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("snap");
-    let report = dir.path().join("report.json");
-    let o = kvferry(&[
-        "export",
-        "--source",
-        &s.url(),
-        "--out",
-        out.to_str().unwrap(),
-        "--db",
-        "0",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
+    let run = export(&s, &["--db", "0"]);
+    let (o, out) = (&run.output, run.out.as_str());
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let rounds = writer.join().unwrap();
     assert!(rounds > 40, "the writer ran during the export ({rounds} rounds)");
@@ -283,11 +285,11 @@ fn survives_a_concurrent_writer_deleting_and_retyping_keys() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(
-        kvferry(&["check", out.to_str().unwrap()]).status.code(),
+        kvferry(&["check", out]).status.code(),
         Some(0),
         "the snapshot is well-formed"
     );
-    let k = keys(out.to_str().unwrap());
+    let k = keys(out);
     for (key, v) in &stable {
         assert_eq!(
             k[&("src0-db0".to_string(), json!(key).to_string())].2,
@@ -300,7 +302,7 @@ fn survives_a_concurrent_writer_deleting_and_retyping_keys() {
             assert!(ty == "hash" || ty == "list", "{key} exported as {ty}");
         }
     }
-    let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let r: J = serde_json::from_slice(&std::fs::read(&run.report).unwrap()).unwrap();
     for f in r["shards"][0]["failed"].as_array().unwrap() {
         assert!(
             f["key"].as_str().unwrap().starts_with("churn:"),
