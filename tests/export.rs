@@ -310,3 +310,24 @@ fn survives_a_concurrent_writer_deleting_and_retyping_keys() {
         );
     }
 }
+
+/// --max-ops-per-sec holds the export to the rate: 3000 string keys cost at least 4 commands each
+/// (TYPE, PTTL, STRLEN, GET), so at 20,000 commands/s the run cannot take less than 0.6 s.
+#[test]
+fn max_ops_per_sec_limits_the_rate() {
+    let s = Server::source();
+    let mut c = s.conn();
+    let kv: Vec<(String, String)> = (0..3000).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    let _: () = c.mset(&kv).unwrap();
+    let t = std::time::Instant::now();
+    let run = export(&s, &["--db", "0", "--max-ops-per-sec", "20000"]);
+    let took = t.elapsed().as_secs_f64();
+    assert_eq!(
+        run.output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.output.stderr)
+    );
+    assert!(took >= 0.6, "3000 keys at 20,000 commands/s took only {took:.2}s");
+    assert_eq!(keys(&run.out).len(), 3000);
+}

@@ -14,6 +14,7 @@ use crate::format::snapshot::{write_manifest, Manifest, ShardSink, ShardSpec, Sn
 use crate::format::{consts::MANIFEST_NAME, KeyType};
 use crate::source::read::ReadOptions;
 use crate::source::scan::{export_db, DbReport, ScanOptions};
+use crate::source::throttle::{Throttle, Throttled};
 use crate::source::{connect, describe};
 
 #[derive(clap::Args, Debug)]
@@ -40,6 +41,10 @@ pub struct Args {
     /// Report keys of types kvferry does not know as skipped, instead of failing them.
     #[arg(long)]
     pub skip_unknown_types: bool,
+    /// Send at most this many commands per second to the sources (all shards together), so the
+    /// export can run beside production traffic.
+    #[arg(long)]
+    pub max_ops_per_sec: Option<u64>,
     /// Write a JSON report of the run to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
@@ -124,6 +129,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let snap_opts = SnapshotOptions::default();
     let (mut entries, mut reports) = (Vec::new(), Vec::new());
     let tty = std::io::stderr().is_terminal();
+    let mut throttle = Throttle::new(a.max_ops_per_sec);
     for (i, url) in a.sources.iter().enumerate() {
         let mut conn = connect(url, Duration::from_secs(10))?;
         let server = describe(url, &mut conn)?;
@@ -154,8 +160,18 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                     );
                 }
             };
-            let report = export_db(&mut conn, &server.kind, db, &opts, &mut emit, &mut progress)
-                .with_context(|| format!("{} db {db}", server.name))?;
+            let report = export_db(
+                &mut Throttled {
+                    conn: &mut conn,
+                    throttle: &mut throttle,
+                },
+                &server.kind,
+                db,
+                &opts,
+                &mut emit,
+                &mut progress,
+            )
+            .with_context(|| format!("{} db {db}", server.name))?;
             if tty {
                 eprintln!();
             }

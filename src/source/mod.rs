@@ -6,5 +6,6 @@
 pub mod conn;
 pub mod read;
 pub mod scan;
+pub mod throttle;
 
 pub use conn::{connect, describe, redact, Server, ServerKind};

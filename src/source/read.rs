@@ -7,7 +7,7 @@
 //! scored -inf (SERVERS.md, seen on Pika 3.5.5 and 4.0.1); ZSCAN is right.
 
 use anyhow::{anyhow, Context};
-use redis::{Connection, Value as RV};
+use redis::{ConnectionLike, Value as RV};
 
 use crate::format::consts::FLAG_LAST;
 use crate::format::record::{
@@ -94,7 +94,12 @@ pub struct KeyRef<'k> {
 /// last part sent), so the snapshot stays well-formed (F-PART-2): after a failure midway, the
 /// closed occurrence is incomplete, and the caller must read the key again (the later occurrence
 /// wins, F-PART-3) or report it. A key whose type changed midway (WRONGTYPE) is `Changed`.
-pub fn read_key(conn: &mut Connection, k: KeyRef, opts: &ReadOptions, emit: &mut Emit) -> anyhow::Result<Outcome> {
+pub fn read_key(
+    conn: &mut dyn ConnectionLike,
+    k: KeyRef,
+    opts: &ReadOptions,
+    emit: &mut Emit,
+) -> anyhow::Result<Outcome> {
     let mut parts = Parts {
         db: k.db,
         key: k.key,
@@ -143,7 +148,7 @@ fn empty(ty: KeyType) -> Value<'static> {
     }
 }
 
-fn read_string(conn: &mut Connection, p: &mut Parts, opts: &ReadOptions) -> anyhow::Result<Outcome> {
+fn read_string(conn: &mut dyn ConnectionLike, p: &mut Parts, opts: &ReadOptions) -> anyhow::Result<Outcome> {
     let len: usize = redis::cmd("STRLEN").arg(p.key).query(conn)?;
     if len <= opts.part_bytes {
         let v: Option<Vec<u8>> = redis::cmd("GET").arg(p.key).query(conn)?;
@@ -175,7 +180,7 @@ fn read_string(conn: &mut Connection, p: &mut Parts, opts: &ReadOptions) -> anyh
 /// HSCAN / SSCAN / ZSCAN loops. They may return an element twice, which the format allows
 /// (F-REC-4: the later wins), so counts can exceed the length; fewer than it means a change.
 fn read_scanned(
-    conn: &mut Connection,
+    conn: &mut dyn ConnectionLike,
     p: &mut Parts,
     opts: &ReadOptions,
     len_cmd: &str,
@@ -244,7 +249,7 @@ fn parse_score(b: &[u8]) -> anyhow::Result<f64> {
         .map_err(|_| anyhow!("a zset score is not a number: {s:?}"))
 }
 
-fn read_list(conn: &mut Connection, p: &mut Parts, opts: &ReadOptions) -> anyhow::Result<Outcome> {
+fn read_list(conn: &mut dyn ConnectionLike, p: &mut Parts, opts: &ReadOptions) -> anyhow::Result<Outcome> {
     let len: u64 = redis::cmd("LLEN").arg(p.key).query(conn)?;
     if len == 0 {
         return Ok(Outcome::Gone);
@@ -330,7 +335,7 @@ fn id_field(v: Option<&RV>) -> Option<StreamId> {
 
 type Entry = (StreamId, Vec<(Vec<u8>, Vec<u8>)>);
 
-fn read_stream(conn: &mut Connection, p: &mut Parts, opts: &ReadOptions) -> anyhow::Result<Outcome> {
+fn read_stream(conn: &mut dyn ConnectionLike, p: &mut Parts, opts: &ReadOptions) -> anyhow::Result<Outcome> {
     let len: u64 = redis::cmd("XLEN").arg(p.key).query(conn)?;
     let info: RV = match redis::cmd("XINFO").arg("STREAM").arg(p.key).query(conn) {
         Ok(v) => v,
@@ -447,7 +452,7 @@ fn now_ms() -> u64 {
 
 /// Consumer groups with their consumers and pending entries (XINFO GROUPS, XINFO CONSUMERS,
 /// XPENDING). Pika has no XGROUP (SERVERS.md): an error here means "no groups".
-fn read_groups(conn: &mut Connection, key: &[u8], opts: &ReadOptions) -> anyhow::Result<Vec<OwnedGroup>> {
+fn read_groups(conn: &mut dyn ConnectionLike, key: &[u8], opts: &ReadOptions) -> anyhow::Result<Vec<OwnedGroup>> {
     let Ok(RV::Array(groups)) = redis::cmd("XINFO").arg("GROUPS").arg(key).query::<RV>(conn) else {
         return Ok(Vec::new());
     };

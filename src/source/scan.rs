@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Context};
-use redis::Connection;
+use redis::ConnectionLike;
 use serde::Serialize;
 
 use super::conn::ServerKind;
@@ -87,7 +87,7 @@ fn now_ms() -> u64 {
 /// Exports database `db` (selected here) of a server of `kind`, sending records to `emit` and
 /// calling `progress` with the number of keys done after each page.
 pub fn export_db(
-    conn: &mut Connection,
+    conn: &mut dyn ConnectionLike,
     kind: &ServerKind,
     db: u32,
     opts: &ScanOptions,
@@ -126,7 +126,7 @@ pub fn export_db(
 }
 
 fn export_page(
-    conn: &mut Connection,
+    conn: &mut dyn ConnectionLike,
     kind: &ServerKind,
     db: u32,
     keys: &[Vec<u8>],
@@ -177,7 +177,7 @@ struct Listed<'k> {
 /// Exports one key; when it changes while read, asks TYPE and PTTL again and reads it again, up
 /// to REREADS times, then reports it as failed.
 fn export_key(
-    conn: &mut Connection,
+    conn: &mut dyn ConnectionLike,
     kind: &ServerKind,
     mut l: Listed,
     opts: &ScanOptions,
