@@ -331,3 +331,53 @@ fn max_ops_per_sec_limits_the_rate() {
     assert!(took >= 0.6, "3000 keys at 20,000 commands/s took only {took:.2}s");
     assert_eq!(keys(&run.out).len(), 3000);
 }
+
+/// The source restarts (kill -9, then start on its append-only file) in the middle of an export:
+/// the export reconnects, scans again, and the snapshot holds every key exactly once per the
+/// report, and every key's value.
+#[test]
+fn continues_after_the_source_restarts() {
+    let mut s = Server::start(
+        support::Kind::Redis,
+        &[("appendonly", "yes"), ("appendfsync", "always")],
+    );
+    let mut c = s.conn();
+    let kv: Vec<(String, String)> = (0..5000).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    let _: () = c.mset(&kv).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("snap"), dir.path().join("report.json"));
+    // At 8000 commands/s, 5000 keys take at least 2.5 s: the restart lands in the middle.
+    let child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .args(["export", "--source", &s.url(), "--db", "0", "--max-ops-per-sec", "8000"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--report")
+        .arg(&report)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+        if clients.contains("name=kvferry-export") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the export never connected");
+        std::thread::sleep(std::time::Duration::from_millis(10)); // polling interval
+    }
+    s.restart();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(kvferry(&["check", out.to_str().unwrap()]).status.code(), Some(0));
+    let k = keys(out.to_str().unwrap());
+    assert_eq!(k.len(), 5000);
+    for (key, v) in &kv {
+        assert_eq!(k[&("src0-db0".to_string(), json!(key).to_string())].2, vec![json!(v)]);
+    }
+    let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let shard = &r["shards"][0];
+    assert!(shard["reconnects"].as_u64().unwrap() >= 1, "{shard}");
+    assert_eq!(shard["rescans"], 1, "a restart means a rescan: {shard}");
+    assert_eq!(shard["keys_by_type"]["string"], 5000, "each key counted once: {shard}");
+}

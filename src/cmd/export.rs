@@ -4,7 +4,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
@@ -12,10 +12,10 @@ use serde::Serialize;
 use crate::format::record::KeyRecord;
 use crate::format::snapshot::{write_manifest, Manifest, ShardSink, ShardSpec, SnapshotOptions};
 use crate::format::{consts::MANIFEST_NAME, KeyType};
+use crate::source::link::Link;
 use crate::source::read::ReadOptions;
 use crate::source::scan::{export_db, DbReport, ScanOptions};
-use crate::source::throttle::{Throttle, Throttled};
-use crate::source::{connect, describe};
+use crate::source::throttle::Throttle;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -131,8 +131,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let tty = std::io::stderr().is_terminal();
     let mut throttle = Throttle::new(a.max_ops_per_sec);
     for (i, url) in a.sources.iter().enumerate() {
-        let mut conn = connect(url, Duration::from_secs(10))?;
-        let server = describe(url, &mut conn)?;
+        let mut link = Link::open(url)?;
+        let server = link.server.clone();
         eprintln!(
             "{}: {} with {} databases",
             server.name,
@@ -160,18 +160,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                     );
                 }
             };
-            let report = export_db(
-                &mut Throttled {
-                    conn: &mut conn,
-                    throttle: &mut throttle,
-                },
-                &server.kind,
-                db,
-                &opts,
-                &mut emit,
-                &mut progress,
-            )
-            .with_context(|| format!("{} db {db}", server.name))?;
+            let report = export_db(&mut link, &mut throttle, db, &opts, &mut emit, &mut progress)
+                .with_context(|| format!("{} db {db}", server.name))?;
             if tty {
                 eprintln!();
             }
@@ -214,6 +204,13 @@ fn print_summary(reports: &[ShardReport]) -> std::io::Result<()> {
             d.failed.len(),
             r.seconds
         )?;
+        if d.reconnects > 0 {
+            writeln!(
+                out,
+                "  reconnected {} times; scanned again from the start after {} restarts of the source",
+                d.reconnects, d.rescans
+            )?;
+        }
         for p in d.failed.iter().chain(&d.skipped_unknown) {
             writeln!(
                 out,

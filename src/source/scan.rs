@@ -15,7 +15,9 @@ use redis::ConnectionLike;
 use serde::Serialize;
 
 use super::conn::ServerKind;
+use super::link::{is_connection_error, Link};
 use super::read::{read_key, Emit, KeyRef, Outcome, ReadOptions};
+use super::throttle::Throttle;
 use crate::format::record::{KeyType, Lossy};
 
 /// Pika's internal slot-migration sets, skipped by default (SERVERS.md).
@@ -62,6 +64,24 @@ pub struct DbReport {
     pub failed: Vec<Problem>,
     /// Keys read more than once because they changed while read.
     pub reread: u64,
+    /// Times the connection was lost and re-established.
+    pub reconnects: u64,
+    /// Times the database was scanned again from the start because the server restarted.
+    pub rescans: u64,
+}
+
+impl DbReport {
+    /// Adds the counts of a completed page.
+    fn merge(&mut self, page: DbReport) {
+        for (t, n) in page.keys_by_type {
+            *self.keys_by_type.entry(t).or_default() += n;
+        }
+        self.gone += page.gone;
+        self.filtered += page.filtered;
+        self.skipped_unknown.extend(page.skipped_unknown);
+        self.failed.extend(page.failed);
+        self.reread += page.reread;
+    }
 }
 
 fn key_json(k: &[u8]) -> serde_json::Value {
@@ -84,45 +104,81 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Exports database `db` (selected here) of a server of `kind`, sending records to `emit` and
-/// calling `progress` with the number of keys done after each page.
+/// Exports database `db` of the server behind `link`, sending records to `emit` and calling
+/// `progress` with the number of keys done after each page. A lost connection is recovered: the
+/// page is done again from the same cursor; after a restart of the server (SCAN cursors do not
+/// survive one: Redis' hash seed changes, Pika restarts them silently, SERVERS.md) the database
+/// is scanned again from the start. Keys exported twice are resolved by F-PART-3 (the last
+/// occurrence wins), and the report counts each key once: page counts join it only when the page
+/// is complete, and a rescan starts it afresh.
 pub fn export_db(
-    conn: &mut dyn ConnectionLike,
-    kind: &ServerKind,
+    link: &mut Link,
+    throttle: &mut Throttle,
     db: u32,
     opts: &ScanOptions,
     emit: &mut Emit,
     progress: &mut dyn FnMut(u64),
 ) -> anyhow::Result<DbReport> {
-    redis::cmd("SELECT")
-        .arg(db)
-        .query::<()>(conn)
-        .with_context(|| format!("SELECT {db}"))?;
+    link.select(db)?;
+    let kind = link.server.kind.clone();
     let mut report = DbReport::default();
     let mut cursor = b"0".to_vec();
     loop {
-        let mut scan = redis::cmd("SCAN");
-        scan.arg(&cursor).arg("COUNT").arg(opts.count.max(1));
-        if let Some(p) = &opts.pattern {
-            scan.arg("MATCH").arg(p);
+        let mut page = DbReport::default();
+        match scan_page(&mut link.conn(throttle), &kind, db, &cursor, opts, emit, &mut page) {
+            Ok((next, done)) => {
+                report.merge(page);
+                progress(done);
+                if next == b"0" {
+                    return Ok(report);
+                }
+                cursor = next;
+            }
+            Err(e) if is_connection_error(&e) => {
+                let (reconnects, rescans) = (report.reconnects + 1, report.rescans);
+                if link.recover()? {
+                    (report, cursor) = (
+                        DbReport {
+                            rescans: rescans + 1,
+                            ..DbReport::default()
+                        },
+                        b"0".to_vec(),
+                    );
+                }
+                report.reconnects = reconnects;
+            }
+            Err(e) => return Err(e),
         }
-        let (next, keys): (Vec<u8>, Vec<Vec<u8>>) = scan.query(conn).context("SCAN")?;
-        let keys: Vec<Vec<u8>> = keys
-            .into_iter()
-            .filter(|k| {
-                let skip = opts.exclude_prefixes.iter().any(|p| k.starts_with(p))
-                    || (matches!(kind, ServerKind::Pika(..)) && PIKA_INTERNAL.iter().any(|p| k.starts_with(p)));
-                report.filtered += u64::from(skip);
-                !skip
-            })
-            .collect();
-        export_page(conn, kind, db, &keys, opts, emit, &mut report)?;
-        progress(keys.len() as u64);
-        if next == b"0" {
-            return Ok(report);
-        }
-        cursor = next;
     }
+}
+
+/// One SCAN page and its keys; returns the next cursor and how many keys it exported or skipped.
+fn scan_page(
+    conn: &mut dyn ConnectionLike,
+    kind: &ServerKind,
+    db: u32,
+    cursor: &[u8],
+    opts: &ScanOptions,
+    emit: &mut Emit,
+    page: &mut DbReport,
+) -> anyhow::Result<(Vec<u8>, u64)> {
+    let mut scan = redis::cmd("SCAN");
+    scan.arg(cursor).arg("COUNT").arg(opts.count.max(1));
+    if let Some(p) = &opts.pattern {
+        scan.arg("MATCH").arg(p);
+    }
+    let (next, keys): (Vec<u8>, Vec<Vec<u8>>) = scan.query(conn).context("SCAN")?;
+    let keys: Vec<Vec<u8>> = keys
+        .into_iter()
+        .filter(|k| {
+            let skip = opts.exclude_prefixes.iter().any(|p| k.starts_with(p))
+                || (matches!(kind, ServerKind::Pika(..)) && PIKA_INTERNAL.iter().any(|p| k.starts_with(p)));
+            page.filtered += u64::from(skip);
+            !skip
+        })
+        .collect();
+    export_page(conn, kind, db, &keys, opts, emit, page)?;
+    Ok((next, keys.len() as u64))
 }
 
 fn export_page(

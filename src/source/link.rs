@@ -1,0 +1,114 @@
+//! A connection to a source that survives faults: after a dropped connection or a restarted
+//! server it reconnects with backoff, says whether the server restarted (its `run_id` changed),
+//! and counts every command through the run's [`Throttle`].
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+
+use super::conn::{connect, describe, Server};
+use super::throttle::{Throttle, Throttled};
+
+/// How long to keep trying to reconnect before giving up.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+pub struct Link {
+    url: String,
+    pub server: Server,
+    conn: redis::Connection,
+    run_id: Option<String>,
+    db: Option<u32>,
+    /// Reconnections so far.
+    pub reconnects: u64,
+}
+
+fn run_id(conn: &mut redis::Connection) -> Option<String> {
+    let info: String = redis::cmd("INFO").arg("server").query(conn).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:").map(|v| v.trim().to_string()))
+}
+
+/// Names the connection, so an operator sees the export in CLIENT LIST.
+fn name(conn: &mut redis::Connection) {
+    let _ = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("kvferry-export")
+        .query::<()>(conn);
+}
+
+/// True when `e` comes from a lost or refused connection rather than from a command.
+pub fn is_connection_error(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<redis::RedisError>())
+        .any(|r| r.is_io_error() || r.is_connection_dropped() || r.is_connection_refusal() || r.is_timeout())
+}
+
+impl Link {
+    /// Connects to `url` and finds out what the server is.
+    pub fn open(url: &str) -> anyhow::Result<Link> {
+        let mut conn = connect(url, Duration::from_secs(10))?;
+        let server = describe(url, &mut conn)?;
+        name(&mut conn);
+        let run_id = run_id(&mut conn);
+        Ok(Link {
+            url: url.to_string(),
+            server,
+            conn,
+            run_id,
+            db: None,
+            reconnects: 0,
+        })
+    }
+
+    /// The connection, throttled.
+    pub fn conn<'c>(&'c mut self, throttle: &'c mut Throttle) -> Throttled<'c> {
+        Throttled {
+            conn: &mut self.conn,
+            throttle,
+        }
+    }
+
+    /// SELECTs `db`, and again after every reconnection.
+    pub fn select(&mut self, db: u32) -> anyhow::Result<()> {
+        redis::cmd("SELECT")
+            .arg(db)
+            .query::<()>(&mut self.conn)
+            .with_context(|| format!("{}: SELECT {db}", self.server.name))?;
+        self.db = Some(db);
+        Ok(())
+    }
+
+    /// After a connection error: reconnects with backoff (0.1 s doubling to 5 s, for up to
+    /// 2 minutes) and re-selects the database. Returns true when the server restarted meanwhile
+    /// (its run_id changed, or it has none to compare), so positions held on it are void.
+    pub fn recover(&mut self) -> anyhow::Result<bool> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match connect(&self.url, Duration::from_secs(5)) {
+                Ok(mut conn) => {
+                    name(&mut conn);
+                    let id = run_id(&mut conn);
+                    let restarted = id.is_none() || id != self.run_id;
+                    (self.conn, self.run_id) = (conn, id);
+                    self.reconnects += 1;
+                    if let Some(db) = self.db {
+                        self.select(db)?;
+                    }
+                    return Ok(restarted);
+                }
+                Err(e) if started.elapsed() + delay > PATIENCE => {
+                    return Err(anyhow!(
+                        "{}: lost the connection and could not reconnect within {} s: {e:#}",
+                        self.server.name,
+                        PATIENCE.as_secs()
+                    ));
+                }
+                Err(_) => {
+                    std::thread::sleep(delay); // backoff between attempts
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
