@@ -219,11 +219,9 @@ fn refuses_to_overwrite_a_snapshot_and_names_unreachable_sources() {
     let o = kvferry(&["export", "--source", &s.url(), "--out", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("already holds a complete snapshot"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Port 1 on loopback: nothing listens there, and no test binds it (they use ephemeral ports,
+    // so a port freed a moment ago could be taken by a concurrent test).
+    let port = 1;
     let o = kvferry(&[
         "export",
         "--source",

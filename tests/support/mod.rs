@@ -67,7 +67,20 @@ impl Server {
     }
 
     /// Starts a server of `kind` with extra configuration lines (`name value`, Redis syntax).
+    /// The free port it picks can be taken by a concurrent test before the server binds it; then
+    /// it tries another port.
     pub fn start(kind: Kind, extra: &[(&str, &str)]) -> Server {
+        for attempt in 1.. {
+            match Self::try_start(kind, extra) {
+                Ok(s) => return s,
+                Err(why) if why.contains("Address already in use") && attempt < 5 => continue,
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!("BUG: the loop returns or panics")
+    }
+
+    fn try_start(kind: Kind, extra: &[(&str, &str)]) -> Result<Server, String> {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port(kind);
         let log = dir.path().join("server.log");
@@ -111,8 +124,8 @@ impl Server {
             child,
             log,
         };
-        s.wait_ready();
-        s
+        s.wait_ready()?;
+        Ok(s)
     }
 
     pub fn url(&self) -> String {
@@ -133,16 +146,16 @@ impl Server {
             .join("\n")
     }
 
-    /// Polls PING until the server answers, against a deadline.
-    fn wait_ready(&mut self) {
+    /// Polls PING until the server answers, against a deadline; says why not, with its log.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
+                return Err(format!(
                     "{:?} exited with {status} before answering; its log:\n{}",
                     self.kind,
                     self.logs()
-                );
+                ));
             }
             let ping = redis::Client::open(self.url())
                 .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
@@ -151,7 +164,7 @@ impl Server {
             if ping.as_ref().is_ok_and(|p| p == "PONG")
                 || ping.is_err_and(|e| !e.is_io_error() && !e.is_connection_refusal())
             {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -186,7 +199,7 @@ impl Server {
             Kind::Pika | Kind::Kvrocks => cmd.arg("-c").arg(&conf),
         };
         self.child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        self.wait_ready();
+        self.wait_ready().unwrap_or_else(|why| panic!("restart: {why}"));
     }
 }
 
