@@ -500,15 +500,32 @@ pub fn walk(path: &Path) -> Result<Walk, ShardError> {
     };
     let file = File::open(path).map_err(|e| located(FormatError::io(0, &e)))?;
     let len = file.metadata().map_err(|e| located(FormatError::io(0, &e)))?.len();
-    walk_storage(&Storage::File(file), len).map_err(located)
+    walk_storage(&Storage::File(file), len, &mut |_| Ok(())).map_err(located)
+}
+
+/// [`walk`], handing every whole block, decompressed and verified, to `visit` in order: a
+/// resumed writer rebuilds its trailer statistics this way. An error from `visit` ends the walk
+/// with that error.
+pub fn walk_visit(path: &Path, visit: &mut dyn FnMut(&Block) -> Result<(), FormatError>) -> Result<Walk, ShardError> {
+    let located = |error| ShardError {
+        path: path.to_path_buf(),
+        error,
+    };
+    let file = File::open(path).map_err(|e| located(FormatError::io(0, &e)))?;
+    let len = file.metadata().map_err(|e| located(FormatError::io(0, &e)))?.len();
+    walk_storage(&Storage::File(file), len, visit).map_err(located)
 }
 
 /// [`walk`] over bytes in memory.
 pub fn walk_bytes(data: &[u8]) -> Result<Walk, FormatError> {
-    walk_storage(&Storage::Mem(data.to_vec()), data.len() as u64)
+    walk_storage(&Storage::Mem(data.to_vec()), data.len() as u64, &mut |_| Ok(()))
 }
 
-fn walk_storage(storage: &Storage, len: u64) -> Result<Walk, FormatError> {
+fn walk_storage(
+    storage: &Storage,
+    len: u64,
+    visit: &mut dyn FnMut(&Block) -> Result<(), FormatError>,
+) -> Result<Walk, FormatError> {
     let (_, header, mut at) = read_header(storage, len)?;
     let mut blocks = Vec::new();
     loop {
@@ -534,6 +551,7 @@ fn walk_storage(storage: &Storage, len: u64) -> Result<Walk, FormatError> {
         }
         match read_block_at(storage, at, blocks.len() as u32, None, header.db) {
             Ok((b, end)) => {
+                visit(&b)?;
                 blocks.push(BlockEntry(
                     at,
                     (end - at - BLOCK_HEADER_FRAME_LEN as u64) as u32,

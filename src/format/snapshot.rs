@@ -14,7 +14,7 @@ use super::error::{FormatError, ShardError, SnapshotError};
 use super::frame::ShardHeader;
 use super::reader::{ReadMode, ShardReader};
 use super::record::KeyRecord;
-use super::writer::{FinishedPart, ShardWriter, WriterOptions};
+use super::writer::{FinishedPart, Resume, ShardWriter, WriterOptions};
 
 /// `MANIFEST.json` (F-SNAP-3).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -350,8 +350,21 @@ pub struct ShardSink {
     opts: SnapshotOptions,
     created_unix_ms: u64,
     current: Option<ShardWriter<BufWriter<File>>>,
+    /// The current part's file, to sync at checkpoints.
+    current_file: Option<File>,
     parts: Vec<PartEntry>,
     keys_by_type: BTreeMap<String, u64>,
+}
+
+/// How far a shard's files are durably written: from here [`ShardSink::resume`] continues after
+/// the process was killed. Serialisable, so the caller keeps it beside its own position.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct SinkCheckpoint {
+    /// Parts finished before the checkpoint.
+    pub parts: Vec<PartEntry>,
+    pub keys_by_type: BTreeMap<String, u64>,
+    /// The part being written and the offset up to which it is whole, if one was open.
+    pub current: Option<(usize, u64)>,
 }
 
 /// File name of a part (F-SNAP-5).
@@ -382,9 +395,117 @@ impl ShardSink {
             opts,
             created_unix_ms,
             current: None,
+            current_file: None,
             parts: Vec::new(),
             keys_by_type: BTreeMap::new(),
         })
+    }
+
+    /// Writes what was pushed as whole blocks, syncs the current part to disk, and says how far
+    /// the shard is written. Call only between keys.
+    pub fn checkpoint(&mut self) -> Result<SinkCheckpoint, ShardError> {
+        let part = self.parts.len();
+        let path = self.path(part);
+        let current = match (self.current.as_mut(), self.current_file.as_ref()) {
+            (Some(w), Some(f)) => {
+                let located = |error| ShardError {
+                    path: path.clone(),
+                    error,
+                };
+                let offset = w.checkpoint().map_err(located)?;
+                f.sync_data().map_err(|e| located(FormatError::io(offset, &e)))?;
+                Some((part, offset))
+            }
+            _ => None,
+        };
+        Ok(SinkCheckpoint {
+            parts: self.parts.clone(),
+            keys_by_type: self.keys_by_type.clone(),
+            current,
+        })
+    }
+
+    /// Continues shard `spec` in `dir` from checkpoint `cp`, after the process that wrote it was
+    /// killed: removes the part files started after the checkpoint, cuts the current part back to
+    /// its checkpoint, re-reads it to rebuild the writer's state, and appends from there. The
+    /// finished parts are checked by size (their digests are checked by `kvferry check`).
+    pub fn resume(
+        dir: &Path,
+        spec: ShardSpec,
+        opts: SnapshotOptions,
+        created_unix_ms: u64,
+        cp: SinkCheckpoint,
+    ) -> Result<ShardSink, ShardError> {
+        let mut sink = ShardSink::new(dir, spec, opts, created_unix_ms)?;
+        for (i, p) in cp.parts.iter().enumerate() {
+            let path = sink.path(i);
+            let len = std::fs::metadata(&path).map(|m| m.len());
+            if len.as_ref().ok() != Some(&p.bytes) {
+                let found = len.map_or_else(|e| e.to_string(), |n| format!("{n} bytes"));
+                return Err(ShardError {
+                    path,
+                    error: FormatError::Layout {
+                        offset: 0,
+                        detail: format!("a finished part of {} bytes was expected; found {found}", p.bytes),
+                    },
+                });
+            }
+        }
+        let first_unfinished = cp.parts.len();
+        let keep = cp.current.map_or(first_unfinished, |(i, _)| i + 1);
+        for i in keep.. {
+            let path = sink.path(i);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) => {
+                    return Err(ShardError {
+                        path,
+                        error: FormatError::io(0, &e),
+                    })
+                }
+            }
+        }
+        sink.parts = cp.parts;
+        sink.keys_by_type = cp.keys_by_type;
+        if let Some((i, end)) = cp.current {
+            let path = sink.path(i);
+            let located = |error| ShardError {
+                path: path.clone(),
+                error,
+            };
+            if i != first_unfinished {
+                return Err(located(FormatError::Layout {
+                    offset: 0,
+                    detail: format!("the checkpoint names part {i} as current after {first_unfinished} finished parts"),
+                }));
+            }
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| located(FormatError::io(0, &e)))?;
+            file.set_len(end).map_err(|e| located(FormatError::io(end, &e)))?;
+            let r = Resume::read(&path, end)?;
+            if r.header.shard != sink.spec.id || r.header.part as usize != i || r.header.db != sink.spec.db {
+                return Err(located(FormatError::Layout {
+                    offset: 0,
+                    detail: format!(
+                        "the header says shard {:?} part {} db {}, not shard {:?} part {i} db {}",
+                        r.header.shard, r.header.part, r.header.db, sink.spec.id, sink.spec.db
+                    ),
+                }));
+            }
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| located(FormatError::io(end, &e)))?;
+            let sync = file.try_clone().map_err(|e| located(FormatError::io(end, &e)))?;
+            let w =
+                ShardWriter::resume(BufWriter::with_capacity(1 << 20, file), r, sink.opts.writer).map_err(located)?;
+            sink.current = Some(w);
+            sink.current_file = Some(sync);
+        }
+        Ok(sink)
     }
 
     fn path(&self, part: usize) -> PathBuf {
@@ -438,14 +559,20 @@ impl ShardSink {
             created_unix_ms: self.created_unix_ms,
             writer: self.opts.writer_name.clone(),
         };
+        let sync = file.try_clone().map_err(|e| ShardError {
+            path: path.clone(),
+            error: FormatError::io(0, &e),
+        })?;
         let w = ShardWriter::new(BufWriter::with_capacity(1 << 20, file), header, self.opts.writer)
             .map_err(|error| ShardError { path, error })?;
         self.current = Some(w);
+        self.current_file = Some(sync);
         Ok(())
     }
 
     fn close_part(&mut self) -> Result<(), ShardError> {
         let Some(w) = self.current.take() else { return Ok(()) };
+        self.current_file = None;
         let part = self.parts.len();
         let path = self.path(part);
         let located = |error| ShardError {

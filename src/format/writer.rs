@@ -51,8 +51,89 @@ pub struct FinishedPart<W> {
 }
 
 enum Msg {
-    Block { raw: Vec<u8>, records: u32 },
+    Block {
+        raw: Vec<u8>,
+        records: u32,
+    },
+    /// Flush everything written so far and answer with the offset reached.
+    Sync(SyncSender<u64>),
     Finish(Box<Trailer>),
+}
+
+/// Where a file that was cut short at a block boundary stands, for a writer that continues it
+/// ([`ShardWriter::resume`]): everything the writer would have accumulated up to there.
+pub struct Resume {
+    pub header: ShardHeader,
+    /// Offset just past the last whole block: the writer appends from here.
+    pub end: u64,
+    pub blocks: Vec<BlockEntry>,
+    pub raw_bytes: u64,
+    pub stats: TrailerStats,
+    /// CRC-32 and SHA-256 states over bytes `0..end`.
+    pub crc: crc32fast::Hasher,
+    pub sha: Sha256,
+}
+
+impl Resume {
+    /// Reads the file at `path`, which must be `end` bytes long and hold a header and whole
+    /// blocks whose records close every key they start: a file cut back to a checkpoint
+    /// ([`ShardWriter::checkpoint`]).
+    pub fn read(path: &std::path::Path, end: u64) -> Result<Resume, super::error::ShardError> {
+        use std::io::Read;
+        let located = |error| super::error::ShardError {
+            path: path.to_path_buf(),
+            error,
+        };
+        let mut stats = TrailerStats::default();
+        let mut seq = PartSeq::default();
+        let mut visit = |b: &super::reader::Block| -> Result<(), FormatError> {
+            for rec in b.records() {
+                let rec = rec?;
+                seq.accept(&rec).map_err(|detail| FormatError::Layout {
+                    offset: b.offset,
+                    detail,
+                })?;
+                stats.add(&rec);
+            }
+            Ok(())
+        };
+        let walk = super::reader::walk_visit(path, &mut visit)?;
+        if walk.end != end {
+            let why = walk
+                .stopped
+                .map_or_else(|| "a trailer follows".to_string(), |e| e.to_string());
+            return Err(located(FormatError::Layout {
+                offset: walk.end,
+                detail: format!("the file should end with a whole block at offset {end}, but: {why}"),
+            }));
+        }
+        let blocks = walk.blocks;
+        let cut = |detail: String| located(FormatError::Layout { offset: end, detail });
+        seq.finish()
+            .map_err(|d| cut(format!("a key is left open at the checkpoint: {d}")))?;
+        let (mut crc, mut sha) = (crc32fast::Hasher::new(), Sha256::new());
+        let mut f = std::fs::File::open(path)
+            .map_err(|e| located(FormatError::io(0, &e)))?
+            .take(end);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| located(FormatError::io(0, &e)))?;
+            if n == 0 {
+                break;
+            }
+            crc.update(&buf[..n]);
+            sha.update(&buf[..n]);
+        }
+        Ok(Resume {
+            header: walk.header,
+            end,
+            raw_bytes: blocks.iter().map(|b| b.raw_len() as u64).sum(),
+            blocks,
+            stats,
+            crc,
+            sha,
+        })
+    }
 }
 
 /// Writes one shard file. Call [`ShardWriter::push`] per record, then [`ShardWriter::finish`].
@@ -73,13 +154,43 @@ pub struct ShardWriter<W: Write + Send + 'static> {
 impl<W: Write + Send + 'static> ShardWriter<W> {
     /// Starts a file: writes the header frame and starts the compression thread.
     pub fn new(out: W, header: ShardHeader, opts: WriterOptions) -> Result<Self, FormatError> {
+        let mut out = Out {
+            w: out,
+            offset: 0,
+            crc: crc32fast::Hasher::new(),
+            sha: Sha256::new(),
+        };
+        out.put(&encode_header(&header))?;
+        Self::start(out, header, opts, Vec::new(), TrailerStats::default())
+    }
+
+    /// Continues a file cut back to a checkpoint: `out` appends at `r.end`, and the finished file
+    /// is the same as if the writer had never stopped.
+    pub fn resume(out: W, r: Resume, opts: WriterOptions) -> Result<Self, FormatError> {
+        let out = Out {
+            w: out,
+            offset: r.end,
+            crc: r.crc,
+            sha: r.sha,
+        };
+        let mut w = Self::start(out, r.header, opts, r.blocks, r.stats)?;
+        w.raw_shipped = r.raw_bytes;
+        Ok(w)
+    }
+
+    fn start(
+        out: Out<W>,
+        header: ShardHeader,
+        opts: WriterOptions,
+        blocks: Vec<BlockEntry>,
+        stats: TrailerStats,
+    ) -> Result<Self, FormatError> {
         let (tx, rx) = sync_channel(CHANNEL_BLOCKS);
-        let head = encode_header(&header);
         let level = opts.level;
         let h = header.clone();
         let thread = std::thread::Builder::new()
             .name(format!("kvferry-zstd-{}", header.shard))
-            .spawn(move || compress_thread(out, h, head, level, rx))
+            .spawn(move || compress_thread(out, h, blocks, level, rx))
             .map_err(|e| FormatError::io(0, &e))?;
         Ok(ShardWriter {
             header,
@@ -87,11 +198,30 @@ impl<W: Write + Send + 'static> ShardWriter<W> {
             buf: Vec::new(),
             buf_records: 0,
             seq: PartSeq::default(),
-            stats: TrailerStats::default(),
+            stats,
             raw_shipped: 0,
             tx: Some(tx),
             thread: Some(thread),
         })
+    }
+
+    /// Writes what was pushed as whole blocks and flushes them to the output, so that the file,
+    /// cut back to the returned offset, can be continued by [`ShardWriter::resume`]. Only between
+    /// keys (no occurrence open). The caller syncs the file if it needs durability.
+    pub fn checkpoint(&mut self) -> Result<u64, FormatError> {
+        self.seq.finish().map_err(|detail| FormatError::Refused {
+            detail: format!("checkpoint inside a key: {detail}"),
+        })?;
+        self.ship()?;
+        let (ack_tx, ack_rx) = sync_channel(1);
+        self.send(Msg::Sync(ack_tx))?;
+        match ack_rx.recv() {
+            Ok(offset) => Ok(offset),
+            Err(_) => Err(self.join().err().unwrap_or_else(|| FormatError::Io {
+                offset: 0,
+                message: "compression thread stopped".into(),
+            })),
+        }
     }
 
     pub fn header(&self) -> &ShardHeader {
@@ -227,19 +357,12 @@ impl<W: Write> Out<W> {
 }
 
 fn compress_thread<W: Write>(
-    w: W,
+    mut out: Out<W>,
     header: ShardHeader,
-    head: Vec<u8>,
+    mut blocks: Vec<BlockEntry>,
     level: i32,
     rx: Receiver<Msg>,
 ) -> Result<FinishedPart<W>, FormatError> {
-    let mut out = Out {
-        w,
-        offset: 0,
-        crc: crc32fast::Hasher::new(),
-        sha: Sha256::new(),
-    };
-    out.put(&head)?;
     let zerr = |e: std::io::Error| FormatError::Io {
         offset: 0,
         message: format!("zstd: {e}"),
@@ -247,8 +370,7 @@ fn compress_thread<W: Write>(
     let mut z = zstd::bulk::Compressor::new(level).map_err(zerr)?;
     z.include_checksum(true).map_err(zerr)?; // F-BLK-2: zstd -t checks every block
     z.include_contentsize(true).map_err(zerr)?;
-    let mut blocks = Vec::new();
-    let mut raw_bytes = 0u64;
+    let mut raw_bytes: u64 = blocks.iter().map(|b| b.raw_len() as u64).sum();
     let mut frame = Vec::new();
     while let Ok(msg) = rx.recv() {
         match msg {
@@ -267,6 +389,10 @@ fn compress_thread<W: Write>(
                 raw_bytes += raw.len() as u64;
                 out.put(&h.encode())?;
                 out.put(&frame)?;
+            }
+            Msg::Sync(ack) => {
+                out.w.flush().map_err(|e| FormatError::io(out.offset, &e))?;
+                let _ = ack.send(out.offset); // the writer waits for it
             }
             Msg::Finish(mut trailer) => {
                 trailer.blocks = std::mem::take(&mut blocks);
