@@ -7,5 +7,6 @@
 pub mod cli;
 pub mod cmd;
 pub mod format;
+pub mod progress;
 pub mod source;
 pub mod util;

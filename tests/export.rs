@@ -379,3 +379,123 @@ fn continues_after_the_source_restarts() {
     assert_eq!(shard["rescans"], 1, "a restart means a rescan: {shard}");
     assert_eq!(shard["keys_by_type"]["string"], 5000, "each key counted once: {shard}");
 }
+
+/// Polls until `cond` holds, for at most 20 s.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10)); // polling interval
+    }
+}
+
+/// An export killed with SIGKILL in the middle, with several shards running in parallel, is
+/// continued by `--resume` from each shard's last checkpoint: the snapshot then holds every key
+/// of the source exactly once (the blocks written after a checkpoint are cut away, and the scan
+/// continues from the checkpoint's cursor), and no state files are left behind.
+#[test]
+fn a_killed_export_resumes_from_its_checkpoints() {
+    let s = Server::source();
+    let mut c = s.conn();
+    let mut want = BTreeMap::new();
+    for db in 0..3 {
+        let _: () = redis::cmd("SELECT").arg(db).query(&mut c).unwrap();
+        let kv: Vec<(String, String)> = (0..3000).map(|i| (format!("k{db}-{i}"), format!("v{i}"))).collect();
+        let _: () = c.mset(&kv).unwrap();
+        for i in 0..300 {
+            let _: () = c.hset(format!("h{db}-{i}"), "f", i).unwrap();
+            want.insert(
+                (format!("src0-db{db}"), json!(format!("h{db}-{i}")).to_string()),
+                json!([["f", i.to_string()]]),
+            );
+        }
+        for (k, v) in kv {
+            want.insert((format!("src0-db{db}"), json!(k).to_string()), json!(v));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    let args = |extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "export",
+            "--source",
+            &s.url(),
+            "--db",
+            "0,1,2",
+            "--parallel",
+            "2",
+            "--progress",
+            "none",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        a.extend(["--out".to_string(), out.to_string_lossy().into_owned()]);
+        a.extend(extra.iter().map(|a| a.to_string()));
+        a
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .args(args(&["--max-ops-per-sec", "3000", "--checkpoint-secs", "0"]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once both running shards have checkpointed at least twice.
+    let checkpointed = |shard: &str| -> u64 {
+        std::fs::read(out.join(format!("{shard}.state.json")))
+            .ok()
+            .and_then(|t| serde_json::from_slice::<J>(&t).ok())
+            .and_then(|j| j["report"]["keys_by_type"]["string"].as_u64())
+            .unwrap_or(0)
+    };
+    wait_for("two checkpoints of two shards", || {
+        checkpointed("src0-db0") >= 1000 && checkpointed("src0-db1") >= 1000
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.join("MANIFEST.json").exists());
+
+    let o = kvferry(&args(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("unfinished export") && err.contains("--resume"), "{err}");
+    let mut other = args(&["--resume"]);
+    other[4] = "0,1".into();
+    let o = kvferry(&other.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--db was \"0,1,2\", now \"0,1\""), "{err}");
+
+    let o = kvferry(&args(&["--resume"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        summary.contains("src0-db0 (") && summary.contains("(resumed)"),
+        "{summary}"
+    );
+    let out_s = out.to_str().unwrap();
+    assert_eq!(kvferry(&["check", out_s]).status.code(), Some(0));
+    let got: BTreeMap<(String, String), J> = keys(out_s)
+        .into_iter()
+        .map(|(id, (_, _, v))| (id, v[0].clone()))
+        .collect();
+    assert!(
+        got == want,
+        "the snapshot differs from the source: {} keys vs {}",
+        got.len(),
+        want.len()
+    );
+    let m: J = serde_json::from_slice(&std::fs::read(out.join("MANIFEST.json")).unwrap()).unwrap();
+    assert_eq!(
+        m["totals"]["keys"], 9900,
+        "every key exactly once: no key written twice"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.ends_with(".kvf") && n != "MANIFEST.json")
+        .collect();
+    assert!(left.is_empty(), "state files left behind: {left:?}");
+    let again = kvferry(&args(&["--resume"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(again.status.code(), Some(0), "resuming a complete export is a no-op");
+}

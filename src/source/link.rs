@@ -60,8 +60,14 @@ impl Link {
         })
     }
 
+    /// The server's `run_id` (INFO server) when last connected; None if it reports none, and then
+    /// every reconnection counts as a restart.
+    pub fn run_id(&self) -> Option<&str> {
+        self.run_id.as_deref()
+    }
+
     /// The connection, throttled.
-    pub fn conn<'c>(&'c mut self, throttle: &'c mut Throttle) -> Throttled<'c> {
+    pub fn conn<'c>(&'c mut self, throttle: &'c Throttle) -> Throttled<'c> {
         Throttled {
             conn: &mut self.conn,
             throttle,

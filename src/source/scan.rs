@@ -12,13 +12,13 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Context};
 use redis::ConnectionLike;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::conn::ServerKind;
 use super::link::{is_connection_error, Link};
 use super::read::{read_key, Emit, KeyRef, Outcome, ReadOptions};
 use super::throttle::Throttle;
-use crate::format::record::{KeyType, Lossy};
+use crate::format::record::{KeyRecord, KeyType, Lossy};
 
 /// Pika's internal slot-migration sets, skipped by default (SERVERS.md).
 const PIKA_INTERNAL: [&[u8]; 2] = [b"_internal:slotkey:4migrate:", b"_internal:slottag:4migrate:"];
@@ -43,7 +43,7 @@ pub struct ScanOptions {
 }
 
 /// A key that was not exported, by name, and why.
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     /// The key, rendered as in `kvferry cat` (UTF-8, or base64).
     pub key: serde_json::Value,
@@ -51,7 +51,7 @@ pub struct Problem {
 }
 
 /// What exporting one database came to.
-#[derive(Serialize, Debug, Default, Clone)]
+#[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq, Eq)]
 pub struct DbReport {
     pub keys_by_type: BTreeMap<String, u64>,
     /// Listed by SCAN but gone (deleted or expired) before they were read.
@@ -84,6 +84,24 @@ impl DbReport {
     }
 }
 
+/// Where the enumeration of a database stands between two pages: enough to continue it in
+/// another process (`export --resume`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Position {
+    /// SCAN with this cursor next ("0" at the start). A cursor means nothing to another run of
+    /// the server, so it is kept with the server's run_id and used only on the same run.
+    Scan { cursor: String, run_id: Option<String> },
+}
+
+/// Where an export goes: its records, and the end of every page, when everything listed before
+/// `next` has been handed to `record` and no key is half-written, so the caller may checkpoint.
+pub trait Out {
+    fn record(&mut self, r: &KeyRecord) -> anyhow::Result<()>;
+    /// `keys`: keys listed on the page (exported, skipped or gone). `report`: all pages so far.
+    fn page(&mut self, keys: u64, next: &Position, report: &DbReport) -> anyhow::Result<()>;
+}
+
 fn key_json(k: &[u8]) -> serde_json::Value {
     let mut s = String::new();
     crate::format::render::bytes(&mut s, k);
@@ -104,8 +122,8 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Exports database `db` of the server behind `link`, sending records to `emit` and calling
-/// `progress` with the number of keys done after each page. A lost connection is recovered: the
+/// Exports database `db` of the server behind `link` into `out`, from the start or from where an
+/// earlier run stopped (`from`: its position and report). A lost connection is recovered: the
 /// page is done again from the same cursor; after a restart of the server (SCAN cursors do not
 /// survive one: Redis' hash seed changes, Pika restarts them silently, SERVERS.md) the database
 /// is scanned again from the start. Keys exported twice are resolved by F-PART-3 (the last
@@ -113,42 +131,59 @@ fn now_ms() -> u64 {
 /// is complete, and a rescan starts it afresh.
 pub fn export_db(
     link: &mut Link,
-    throttle: &mut Throttle,
+    throttle: &Throttle,
     db: u32,
     opts: &ScanOptions,
-    emit: &mut Emit,
-    progress: &mut dyn FnMut(u64),
+    from: Option<(Position, DbReport)>,
+    out: &mut dyn Out,
 ) -> anyhow::Result<DbReport> {
     link.select(db)?;
     let kind = link.server.kind.clone();
-    let mut report = DbReport::default();
-    let mut cursor = b"0".to_vec();
+    let (mut report, mut cursor) = match from {
+        None => (DbReport::default(), b"0".to_vec()),
+        Some((Position::Scan { cursor, run_id }, report)) => {
+            if run_id.is_some() && run_id.as_deref() == link.run_id() {
+                (report, cursor.into_bytes())
+            } else {
+                (rescan(&report), b"0".to_vec())
+            }
+        }
+    };
     loop {
         let mut page = DbReport::default();
-        match scan_page(&mut link.conn(throttle), &kind, db, &cursor, opts, emit, &mut page) {
+        let mut emit = |r: &KeyRecord| out.record(r);
+        match scan_page(&mut link.conn(throttle), &kind, db, &cursor, opts, &mut emit, &mut page) {
             Ok((next, done)) => {
                 report.merge(page);
-                progress(done);
+                let at = Position::Scan {
+                    cursor: String::from_utf8(next.clone())
+                        .map_err(|_| anyhow!("SCAN returned a cursor that is not text"))?,
+                    run_id: link.run_id().map(str::to_string),
+                };
+                out.page(done, &at, &report)?;
                 if next == b"0" {
                     return Ok(report);
                 }
                 cursor = next;
             }
             Err(e) if is_connection_error(&e) => {
-                let (reconnects, rescans) = (report.reconnects + 1, report.rescans);
+                let reconnects = report.reconnects + 1;
                 if link.recover()? {
-                    (report, cursor) = (
-                        DbReport {
-                            rescans: rescans + 1,
-                            ..DbReport::default()
-                        },
-                        b"0".to_vec(),
-                    );
+                    (report, cursor) = (rescan(&report), b"0".to_vec());
                 }
                 report.reconnects = reconnects;
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The report to start a rescan with: the counts start afresh, the fault counters go on.
+fn rescan(r: &DbReport) -> DbReport {
+    DbReport {
+        rescans: r.rescans + 1,
+        reconnects: r.reconnects,
+        ..DbReport::default()
     }
 }
 

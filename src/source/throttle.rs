@@ -1,7 +1,9 @@
 //! `--max-ops-per-sec`: keeps the commands sent to a source under a rate, so an export can run
 //! beside production traffic. Counts every command (a pipeline of n commands counts n) and, when
-//! ahead of the allowed rate, waits until the rate is met again.
+//! ahead of the allowed rate, waits until the rate is met again. One throttle is shared by all
+//! the connections of a run (all shards together), from any thread.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A limit on commands per second; `None` means unlimited.
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 pub struct Throttle {
     rate: Option<u64>,
     start: Instant,
-    ops: u64,
+    ops: AtomicU64,
 }
 
 impl Throttle {
@@ -17,15 +19,15 @@ impl Throttle {
         Throttle {
             rate: rate.filter(|r| *r > 0),
             start: Instant::now(),
-            ops: 0,
+            ops: AtomicU64::new(0),
         }
     }
 
     /// Accounts for `n` commands about to be sent, waiting first if they would exceed the rate.
-    pub fn take(&mut self, n: u64) {
+    pub fn take(&self, n: u64) {
         let Some(rate) = self.rate else { return };
-        self.ops += n;
-        let due = Duration::from_secs_f64(self.ops as f64 / rate as f64);
+        let ops = self.ops.fetch_add(n, Ordering::Relaxed) + n;
+        let due = Duration::from_secs_f64(ops as f64 / rate as f64);
         let elapsed = self.start.elapsed();
         if due > elapsed {
             std::thread::sleep(due - elapsed); // rate limiting, not synchronisation
@@ -36,7 +38,7 @@ impl Throttle {
 /// A connection whose every command passes through a [`Throttle`].
 pub struct Throttled<'c> {
     pub conn: &'c mut dyn redis::ConnectionLike,
-    pub throttle: &'c mut Throttle,
+    pub throttle: &'c Throttle,
 }
 
 impl redis::ConnectionLike for Throttled<'_> {

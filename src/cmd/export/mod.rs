@@ -1,0 +1,368 @@
+//! `kvferry export`: reads every key of one or more sources into a snapshot, one shard per
+//! source × database, and writes the manifest last (F-SNAP-2), so an interrupted export never
+//! looks complete.
+
+mod shard;
+mod state;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+
+use crate::format::snapshot::{write_manifest, Manifest, SnapshotOptions};
+use crate::format::{consts::MANIFEST_NAME, KeyType};
+use crate::progress::{Mode, Progress};
+use crate::source::conn::redact;
+use crate::source::link::Link;
+use crate::source::read::ReadOptions;
+use crate::source::scan::ScanOptions;
+use crate::source::throttle::Throttle;
+use shard::{Cancelled, ShardReport};
+use state::{Options, PlannedShard, RunState};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Source server, redis://[user:pass@]host:port; repeat for several (e.g. every Pika of a
+    /// Codis deployment). Each source × database becomes a shard.
+    #[arg(long = "source", required = true)]
+    pub sources: Vec<String>,
+    /// Directory to write the snapshot into (created; must not hold a snapshot already).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Databases to export: `all` or a list such as `0,3`.
+    #[arg(long, default_value = "all")]
+    pub db: String,
+    /// Only keys matching this glob (SCAN MATCH).
+    #[arg(long = "match")]
+    pub pattern: Option<String>,
+    /// Only these types, e.g. `string,hash`.
+    #[arg(long = "type", value_delimiter = ',')]
+    pub types: Vec<String>,
+    /// Skip keys that start with this prefix; repeatable.
+    #[arg(long)]
+    pub exclude_prefix: Vec<String>,
+    /// Report keys of types kvferry does not know as skipped, instead of failing them.
+    #[arg(long)]
+    pub skip_unknown_types: bool,
+    /// Send at most this many commands per second to the sources (all shards together), so the
+    /// export can run beside production traffic.
+    #[arg(long)]
+    pub max_ops_per_sec: Option<u64>,
+    /// Shards exported at the same time, each on its own connection.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+    /// Continue an export that was interrupted (killed, failed), from the last checkpoint of
+    /// each shard. Give the same options as the first time. Starts afresh in an empty directory.
+    #[arg(long)]
+    pub resume: bool,
+    /// How to show progress on stderr: bars on a terminal, plain lines for logs (every 10 s),
+    /// JSON lines for machines (every 2 s), or nothing. `auto`: bars on a terminal, else plain.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: Mode,
+    /// Write a JSON report of the run to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Seconds between checkpoints of a shard (what --resume continues from).
+    #[arg(long, default_value_t = 5.0, hide = true)]
+    pub checkpoint_secs: f64,
+}
+
+fn parse_dbs(spec: &str, available: &[u32]) -> anyhow::Result<Vec<u32>> {
+    if spec == "all" {
+        return Ok(available.to_vec());
+    }
+    let dbs = spec
+        .split(',')
+        .map(|d| {
+            d.trim()
+                .parse::<u32>()
+                .map_err(|_| anyhow!("--db {spec:?}: expected `all` or numbers like 0,3"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(d) = dbs.iter().find(|d| !available.contains(d)) {
+        bail!(
+            "--db {spec}: the source has no database {d} (it has {})",
+            available.len()
+        );
+    }
+    Ok(dbs)
+}
+
+/// What the output directory holds.
+enum OutDir {
+    /// Nothing of an export: start one.
+    Fresh,
+    /// An unfinished export to continue.
+    Unfinished(RunState),
+    /// A complete snapshot.
+    Complete,
+}
+
+fn out_dir(out: &Path) -> anyhow::Result<OutDir> {
+    if out.join(MANIFEST_NAME).exists() {
+        return Ok(OutDir::Complete);
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the directory", out.display()))?;
+    if let Some(run) = RunState::read(out)? {
+        return Ok(OutDir::Unfinished(run));
+    }
+    let used = std::fs::read_dir(out)
+        .with_context(|| format!("{}: cannot list the directory", out.display()))?
+        .filter_map(|e| e.ok())
+        .any(|e| e.path().extension().is_some_and(|x| x == "kvf"));
+    if used {
+        bail!(
+            "{}: holds shard files but no export state ({}); choose an empty directory",
+            out.display(),
+            state::RUN_STATE
+        );
+    }
+    Ok(OutDir::Fresh)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn scan_options(a: &Args) -> anyhow::Result<ScanOptions> {
+    let types = a
+        .types
+        .iter()
+        .map(|t| {
+            KeyType::from_name(t).ok_or_else(|| anyhow!("--type {t}: not one of string, hash, list, set, zset, stream"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(ScanOptions {
+        read: ReadOptions::default(),
+        count: 1000,
+        pattern: a.pattern.clone(),
+        types,
+        exclude_prefixes: a.exclude_prefix.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        skip_unknown_types: a.skip_unknown_types,
+    })
+}
+
+/// Connects to every source and lists the shards: one per source × database.
+fn plan(a: &Args) -> anyhow::Result<Vec<PlannedShard>> {
+    let mut shards = Vec::new();
+    for (i, url) in a.sources.iter().enumerate() {
+        let link = Link::open(url)?;
+        let server = &link.server;
+        eprintln!(
+            "{}: {} with {} databases",
+            server.name,
+            server.software(),
+            server.databases.len()
+        );
+        for db in parse_dbs(&a.db, &server.databases).with_context(|| server.name.clone())? {
+            shards.push(PlannedShard {
+                id: format!("src{i}-db{db}"),
+                source: i,
+                db,
+            });
+        }
+    }
+    Ok(shards)
+}
+
+pub fn run(a: Args) -> anyhow::Result<i32> {
+    let scan = scan_options(&a)?;
+    let options = Options {
+        sources: a.sources.iter().map(|u| redact(u)).collect(),
+        db: a.db.clone(),
+        pattern: a.pattern.clone(),
+        types: a.types.clone(),
+        exclude_prefixes: a.exclude_prefix.clone(),
+        skip_unknown_types: a.skip_unknown_types,
+    };
+    let run = match out_dir(&a.out)? {
+        OutDir::Complete if a.resume => {
+            eprintln!(
+                "{}: the export is complete already (it has {MANIFEST_NAME}); nothing to resume",
+                a.out.display()
+            );
+            return Ok(0);
+        }
+        OutDir::Complete => bail!(
+            "{}: already holds a complete snapshot; choose another directory",
+            a.out.display()
+        ),
+        OutDir::Unfinished(run) if a.resume => {
+            run.check_same(&options, &a.out)?;
+            eprintln!(
+                "{}: resuming the export started {}",
+                a.out.display(),
+                crate::util::iso_utc(run.created_unix_ms)
+            );
+            run
+        }
+        OutDir::Unfinished(_) => bail!(
+            "{}: holds an unfinished export; add --resume to continue it, or choose another directory",
+            a.out.display()
+        ),
+        OutDir::Fresh => {
+            let run = RunState {
+                kvferry: env!("CARGO_PKG_VERSION").into(),
+                created_unix_ms: now_ms(),
+                options,
+                shards: plan(&a)?,
+            };
+            run.write(&a.out)?;
+            run
+        }
+    };
+    let snap = SnapshotOptions::default();
+    let throttle = Throttle::new(a.max_ops_per_sec);
+    let stop = AtomicBool::new(false);
+    let ctx = shard::Ctx {
+        dir: &a.out,
+        urls: &a.sources,
+        scan: &scan,
+        snap: &snap,
+        created_unix_ms: run.created_unix_ms,
+        throttle: &throttle,
+        stop: &stop,
+        checkpoint_every: Duration::from_secs_f64(a.checkpoint_secs.max(0.0)),
+    };
+    let progress = Progress::start(a.progress, run.shards.iter().map(|s| s.id.clone()).collect());
+    let results = run_shards(&ctx, &run.shards, a.parallel as usize, &progress);
+    progress.stop();
+    let mut entries = Vec::new();
+    let mut reports = Vec::new();
+    let mut errors = Vec::new();
+    for (plan, r) in run.shards.iter().zip(results) {
+        match r {
+            Ok((e, rep)) => {
+                entries.push(e);
+                reports.push(rep);
+            }
+            Err(e) if e.is::<Cancelled>() => {}
+            Err(e) => errors.push(format!(
+                "shard {} ({} db {}): {e:#}",
+                plan.id,
+                redact(&a.sources[plan.source]),
+                plan.db
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        for e in &errors[1..] {
+            eprintln!("error: {e}");
+        }
+        bail!(
+            "{}\nThe export is unfinished (no {MANIFEST_NAME}); fix the cause and run the same command with --resume to continue it.",
+            errors[0]
+        );
+    }
+    write_manifest(
+        &a.out,
+        &Manifest::new(run.created_unix_ms, snap.writer_name.clone(), entries),
+    )?;
+    state::remove(&a.out, &run);
+    print_summary(&reports)?;
+    if let Some(path) = &a.report {
+        let failed: Vec<_> = reports
+            .iter()
+            .flat_map(|r| {
+                r.db_report
+                    .failed
+                    .iter()
+                    .map(move |p| serde_json::json!({"shard": r.shard, "key": p.key, "reason": p.reason}))
+            })
+            .collect();
+        let text = serde_json::to_vec_pretty(
+            &serde_json::json!({ "snapshot": a.out, "shards": reports, "failed_keys": failed }),
+        )?;
+        std::fs::write(path, text).with_context(|| format!("{}: cannot write the report", path.display()))?;
+    }
+    let failed: usize = reports.iter().map(|r| r.db_report.failed.len()).sum();
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+type ShardResult = anyhow::Result<(crate::format::snapshot::ShardEntry, ShardReport)>;
+
+/// Runs the shards on up to `parallel` threads, in order; after a failure the others stop at
+/// their next page (they keep their checkpoints, so --resume continues them).
+fn run_shards(ctx: &shard::Ctx, shards: &[PlannedShard], parallel: usize, progress: &Progress) -> Vec<ShardResult> {
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<ShardResult>>> = shards.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..parallel.min(shards.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(plan) = shards.get(i) else { return };
+                let task = progress.task(i);
+                let r = if ctx.stop.load(Ordering::Relaxed) {
+                    Err(Cancelled.into())
+                } else {
+                    shard::run(ctx, plan, &task)
+                };
+                if let Err(e) = &r {
+                    task.finish(false);
+                    if !e.is::<Cancelled>() {
+                        ctx.stop.store(true, Ordering::Relaxed);
+                        progress.println(&format!("error: shard {}: {e:#}", plan.id));
+                    }
+                }
+                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("BUG: every shard ran")
+        })
+        .collect()
+}
+
+fn print_summary(reports: &[ShardReport]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let (mut keys, mut failed) = (0u64, 0usize);
+    for r in reports {
+        let d = &r.db_report;
+        let types: Vec<String> = d.keys_by_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
+        let total: u64 = d.keys_by_type.values().sum();
+        keys += total;
+        failed += d.failed.len();
+        writeln!(
+            out,
+            "{} ({} db {}): {total} keys [{}], {} gone before read, {} filtered, {} failed, {:.1}s{}",
+            r.shard,
+            r.source,
+            r.db,
+            types.join(", "),
+            d.gone,
+            d.filtered,
+            d.failed.len(),
+            r.seconds,
+            if r.resumed { " (resumed)" } else { "" }
+        )?;
+        if d.reconnects > 0 {
+            writeln!(
+                out,
+                "  reconnected {} times; scanned again from the start after {} restarts of the source",
+                d.reconnects, d.rescans
+            )?;
+        }
+        for p in d.failed.iter().chain(&d.skipped_unknown) {
+            writeln!(
+                out,
+                "  {} {}: {}",
+                if d.failed.contains(p) { "FAILED" } else { "skipped" },
+                p.key,
+                p.reason
+            )?;
+        }
+    }
+    writeln!(out, "total: {keys} keys in {} shards, {failed} failed", reports.len())?;
+    Ok(())
+}

@@ -1,0 +1,408 @@
+//! Progress of long work split into tasks (export: one per shard): keys and bytes done, rates and
+//! ETA per task and in total. Shown as bars on a terminal, as plain lines for logs, or as JSON
+//! lines for machines (`--progress auto|bar|plain|json|none`), always on stderr so that stdout
+//! keeps the summary. Workers only bump atomic counters; one reporter thread draws.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Bars on a terminal, plain lines otherwise.
+    Auto,
+    /// Bars, redrawn in place.
+    Bar,
+    /// A few lines every 10 seconds.
+    Plain,
+    /// A JSON object per line every 2 seconds.
+    Json,
+    /// Nothing.
+    None,
+}
+
+const WAITING: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+const FAILED: u8 = 3;
+
+/// One task's counters, updated by the thread doing it.
+pub struct Task {
+    pub name: String,
+    keys: AtomicU64,
+    bytes: AtomicU64,
+    /// Estimated keys in all, +1 (0: unknown).
+    total: AtomicU64,
+    state: AtomicU8,
+    /// Milliseconds since the progress started, when the task started and ended.
+    started_ms: AtomicU64,
+    ended_ms: AtomicU64,
+    t0: Instant,
+}
+
+impl Task {
+    /// The task starts; `total` is the number of keys expected, if known.
+    pub fn start(&self, total: Option<u64>) {
+        self.total.store(total.map_or(0, |t| t + 1), Relaxed);
+        self.started_ms.store(self.t0.elapsed().as_millis() as u64, Relaxed);
+        self.state.store(RUNNING, Relaxed);
+    }
+
+    pub fn add(&self, keys: u64, bytes: u64) {
+        self.keys.fetch_add(keys, Relaxed);
+        self.bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// Starts the counts again (the work restarted from the beginning).
+    pub fn reset(&self) {
+        self.keys.store(0, Relaxed);
+        self.bytes.store(0, Relaxed);
+    }
+
+    pub fn finish(&self, ok: bool) {
+        self.ended_ms.store(self.t0.elapsed().as_millis() as u64, Relaxed);
+        self.state.store(if ok { DONE } else { FAILED }, Relaxed);
+    }
+
+    fn view(&self, now_ms: u64) -> TaskView {
+        let state = self.state.load(Relaxed);
+        let keys = self.keys.load(Relaxed);
+        let started = self.started_ms.load(Relaxed);
+        let end = if state >= DONE {
+            self.ended_ms.load(Relaxed)
+        } else {
+            now_ms
+        };
+        let secs = end.saturating_sub(started) as f64 / 1000.0;
+        let rate = if state == WAITING || secs <= 0.0 {
+            0.0
+        } else {
+            keys as f64 / secs
+        };
+        let total = match self.total.load(Relaxed) {
+            _ if state == DONE => Some(keys),
+            0 => None,
+            t => Some(t - 1),
+        };
+        TaskView {
+            task: self.name.clone(),
+            state: ["waiting", "running", "done", "failed"][state as usize],
+            keys,
+            bytes: self.bytes.load(Relaxed),
+            total_keys: total,
+            keys_per_sec: rate.round(),
+            eta_s: eta(keys, total, rate),
+        }
+    }
+}
+
+/// Seconds left at `rate`, when a total is known and not yet passed (estimates can be low).
+fn eta(done: u64, total: Option<u64>, rate: f64) -> Option<u64> {
+    let total = total?;
+    (total >= done && rate > 0.0).then(|| ((total - done) as f64 / rate).ceil() as u64)
+}
+
+#[derive(Serialize, Clone)]
+struct TaskView {
+    task: String,
+    state: &'static str,
+    keys: u64,
+    bytes: u64,
+    total_keys: Option<u64>,
+    keys_per_sec: f64,
+    eta_s: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct View {
+    elapsed_s: u64,
+    tasks: usize,
+    tasks_done: usize,
+    keys: u64,
+    bytes: u64,
+    total_keys: Option<u64>,
+    keys_per_sec: f64,
+    eta_s: Option<u64>,
+    running: Vec<TaskView>,
+}
+
+struct Inner {
+    tasks: Vec<Arc<Task>>,
+    t0: Instant,
+    mode: Mode,
+    stop: Mutex<bool>,
+    wake: Condvar,
+    multi: Option<MultiProgress>,
+}
+
+impl Inner {
+    fn view(&self) -> View {
+        let now = self.t0.elapsed().as_millis() as u64;
+        let tasks: Vec<TaskView> = self.tasks.iter().map(|t| t.view(now)).collect();
+        let keys = tasks.iter().map(|t| t.keys).sum();
+        let total = tasks.iter().map(|t| t.total_keys).sum::<Option<u64>>();
+        let secs = now as f64 / 1000.0;
+        let rate = if secs > 0.0 { keys as f64 / secs } else { 0.0 };
+        View {
+            elapsed_s: now / 1000,
+            tasks: tasks.len(),
+            tasks_done: tasks.iter().filter(|t| t.state == "done").count(),
+            keys,
+            bytes: tasks.iter().map(|t| t.bytes).sum(),
+            total_keys: total,
+            keys_per_sec: rate.round(),
+            eta_s: eta(keys, total, rate),
+            running: tasks.into_iter().filter(|t| t.state == "running").collect(),
+        }
+    }
+}
+
+/// The progress of a run, with its reporter thread.
+pub struct Progress {
+    inner: Arc<Inner>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Progress {
+    /// Starts showing the progress of tasks named `names`, in `mode`.
+    pub fn start(mode: Mode, names: Vec<String>) -> Progress {
+        use std::io::IsTerminal;
+        let mode = match mode {
+            Mode::Auto if std::io::stderr().is_terminal() => Mode::Bar,
+            Mode::Auto => Mode::Plain,
+            m => m,
+        };
+        let t0 = Instant::now();
+        let tasks = names
+            .into_iter()
+            .map(|name| {
+                Arc::new(Task {
+                    name,
+                    keys: AtomicU64::new(0),
+                    bytes: AtomicU64::new(0),
+                    total: AtomicU64::new(0),
+                    state: AtomicU8::new(WAITING),
+                    started_ms: AtomicU64::new(0),
+                    ended_ms: AtomicU64::new(0),
+                    t0,
+                })
+            })
+            .collect();
+        let multi = (mode == Mode::Bar).then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        let inner = Arc::new(Inner {
+            tasks,
+            t0,
+            mode,
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            multi,
+        });
+        let thread = (mode != Mode::None).then(|| {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("kvferry-progress".into())
+                .spawn(move || report(&inner))
+                .expect("BUG: cannot start the progress thread")
+        });
+        Progress { inner, thread }
+    }
+
+    pub fn task(&self, i: usize) -> Arc<Task> {
+        self.inner.tasks[i].clone()
+    }
+
+    /// Prints a line on stderr without breaking the bars.
+    pub fn println(&self, line: &str) {
+        match &self.inner.multi {
+            Some(m) => {
+                let _ = m.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// Stops the reporter after a last report.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        *self.inner.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.inner.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+fn report(inner: &Inner) {
+    let every = match inner.mode {
+        Mode::Bar => Duration::from_millis(200),
+        Mode::Json => Duration::from_secs(2),
+        _ => Duration::from_secs(10),
+    };
+    let mut bars = Bars::default();
+    let mut stop = inner.stop.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        // A timed wait: the reporter draws every `every`, and at once when told to stop.
+        let (s, _) = inner
+            .wake
+            .wait_timeout_while(stop, every, |s| !*s)
+            .unwrap_or_else(|e| e.into_inner());
+        stop = s;
+        let last = *stop;
+        let v = inner.view();
+        match inner.mode {
+            Mode::Bar => bars.draw(inner, &v, last),
+            Mode::Json => {
+                let mut line = serde_json::to_string(&v).expect("BUG: a view always serialises");
+                line.push('\n');
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            }
+            Mode::Plain => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{}", plain_total(&v));
+                if !last {
+                    for t in &v.running {
+                        let _ = writeln!(err, "  {}", plain_task(t));
+                    }
+                }
+            }
+            Mode::Auto | Mode::None => {}
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+/// `1234567` as `1.2M`.
+fn count(n: u64) -> String {
+    match n {
+        0..10_000 => n.to_string(),
+        10_000..10_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+fn duration(s: u64) -> String {
+    indicatif::HumanDuration(Duration::from_secs(s)).to_string()
+}
+
+fn of_total(done: u64, total: Option<u64>) -> String {
+    match total {
+        Some(t) if t > 0 => format!(
+            "{}/{} keys ({:.0}%)",
+            count(done),
+            count(t),
+            100.0 * done.min(t) as f64 / t as f64
+        ),
+        _ => format!("{} keys", count(done)),
+    }
+}
+
+fn eta_text(eta: Option<u64>) -> String {
+    eta.map_or_else(String::new, |s| format!(", ETA {}", duration(s)))
+}
+
+fn plain_total(v: &View) -> String {
+    format!(
+        "[{}] {}/{} done, {}",
+        duration(v.elapsed_s),
+        v.tasks_done,
+        v.tasks,
+        plain_rest(v)
+    )
+}
+
+fn plain_task(t: &TaskView) -> String {
+    format!("{}: {}", t.task, plain_task_rest(t))
+}
+
+/// The bars on a terminal: one for the total, one per running task.
+#[derive(Default)]
+struct Bars {
+    total: Option<ProgressBar>,
+    tasks: std::collections::BTreeMap<String, ProgressBar>,
+}
+
+impl Bars {
+    fn bar(multi: &MultiProgress, name: &str) -> ProgressBar {
+        let b = multi.add(ProgressBar::new(0));
+        b.set_style(
+            ProgressStyle::with_template("{prefix:>18} [{bar:30}] {msg}")
+                .expect("BUG: a valid template")
+                .progress_chars("=> "),
+        );
+        b.set_prefix(name.to_string());
+        b
+    }
+
+    fn set(b: &ProgressBar, done: u64, total: Option<u64>, msg: String) {
+        b.set_length(total.unwrap_or(0).max(done));
+        b.set_position(done);
+        b.set_message(msg);
+    }
+
+    fn draw(&mut self, inner: &Inner, v: &View, last: bool) {
+        let Some(multi) = &inner.multi else { return };
+        let total = self.total.get_or_insert_with(|| Self::bar(multi, "total"));
+        let done = format!("{}/{} done", v.tasks_done, v.tasks);
+        Self::set(total, v.keys, v.total_keys, format!("{done}, {}", plain_rest(v)));
+        for t in &v.running {
+            let b = self
+                .tasks
+                .entry(t.task.clone())
+                .or_insert_with(|| Self::bar(multi, &t.task));
+            Self::set(b, t.keys, t.total_keys, plain_task_rest(t));
+        }
+        let running: Vec<&str> = v.running.iter().map(|t| t.task.as_str()).collect();
+        self.tasks.retain(|name, b| {
+            let keep = running.contains(&name.as_str()) && !last;
+            if !keep {
+                b.finish_and_clear();
+                multi.remove(b);
+            }
+            keep
+        });
+        if last {
+            total.finish_and_clear();
+        }
+    }
+}
+
+fn plain_rest(v: &View) -> String {
+    format!(
+        "{}, {}, {} keys/s{}",
+        of_total(v.keys, v.total_keys),
+        bytes(v.bytes),
+        count(v.keys_per_sec as u64),
+        eta_text(v.eta_s)
+    )
+}
+
+fn plain_task_rest(t: &TaskView) -> String {
+    format!(
+        "{}, {}, {} keys/s{}",
+        of_total(t.keys, t.total_keys),
+        bytes(t.bytes),
+        count(t.keys_per_sec as u64),
+        eta_text(t.eta_s)
+    )
+}
