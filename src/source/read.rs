@@ -279,6 +279,106 @@ fn read_list(conn: &mut dyn ConnectionLike, p: &mut Parts, opts: &ReadOptions) -
     })
 }
 
+// ----- small keys, read whole in a batch -----
+
+/// Elements a batch asks for per collection: small collections come back whole in one reply.
+const BATCH_ELEMENTS: usize = 128;
+/// Bytes a batch asks for per string; longer strings are read on their own, in parts.
+const BATCH_STRING: usize = 16 << 10;
+
+/// The whole value of a small key, read in a batch with other keys.
+pub enum Whole {
+    String(Vec<u8>),
+    /// Field, value, field, value...
+    Hash(Vec<Vec<u8>>),
+    List(Vec<Vec<u8>>),
+    Set(Vec<Vec<u8>>),
+    ZSet(Vec<(Vec<u8>, f64)>),
+}
+
+impl Whole {
+    pub fn value(&self) -> Value<'_> {
+        match self {
+            Whole::String(v) => Value::String(v),
+            Whole::Hash(kv) => Value::Hash(kv.chunks(2).map(|c| (c[0].as_slice(), c[1].as_slice())).collect()),
+            Whole::List(v) => Value::List(v.iter().map(Vec::as_slice).collect()),
+            Whole::Set(v) => Value::Set(v.iter().map(Vec::as_slice).collect()),
+            Whole::ZSet(v) => Value::ZSet(v.iter().map(|(m, s)| (m.as_slice(), *s)).collect()),
+        }
+    }
+}
+
+/// Appends to `pipe` the commands that read key `key` of type `ty` whole if it is small: its first
+/// page (GETRANGE, HSCAN, LRANGE, SSCAN, ZSCAN: never ZRANGE, which Pika gets wrong for -inf
+/// scores, SERVERS.md), and with `lengths` first its length (STRLEN, HLEN...) to compare with.
+/// Returns how many commands it added: none for streams, which are read on their own.
+///
+/// Lengths are asked of Pika only. On Redis, Valkey and Kvrocks one command is atomic, so a page
+/// that is the last (cursor 0, or fewer elements than asked) is the whole key; on Pika reads
+/// have gone wrong (SERVERS.md: compare the count read with the length, never assume).
+pub fn batch_commands(pipe: &mut redis::Pipeline, key: &[u8], ty: KeyType, lengths: bool) -> usize {
+    let n = BATCH_ELEMENTS;
+    let len_cmd = match ty {
+        KeyType::String => "STRLEN",
+        KeyType::Hash => "HLEN",
+        KeyType::List => "LLEN",
+        KeyType::Set => "SCARD",
+        KeyType::ZSet => "ZCARD",
+        KeyType::Stream => return 0,
+    };
+    if lengths {
+        pipe.cmd(len_cmd).arg(key);
+    }
+    match ty {
+        KeyType::String => pipe.cmd("GETRANGE").arg(key).arg(0).arg(BATCH_STRING - 1),
+        KeyType::Hash => pipe.cmd("HSCAN").arg(key).arg(0).arg("COUNT").arg(n),
+        KeyType::List => pipe.cmd("LRANGE").arg(key).arg(0).arg(n - 1),
+        KeyType::Set => pipe.cmd("SSCAN").arg(key).arg(0).arg("COUNT").arg(n),
+        KeyType::ZSet => pipe.cmd("ZSCAN").arg(key).arg(0).arg("COUNT").arg(n),
+        KeyType::Stream => unreachable!("BUG: returned above"),
+    };
+    1 + usize::from(lengths)
+}
+
+/// The whole value from the replies to [`batch_commands`], when they hold all of it. None means
+/// "read it on its own": big, changed meanwhile, gone, an empty string (which could also be a
+/// deleted key), or an error such as WRONGTYPE.
+pub fn batch_whole(ty: KeyType, replies: &[RV]) -> Option<Whole> {
+    let (len, page) = match replies {
+        [len, page] => (Some(redis::from_redis_value::<u64>(len).ok()?), page),
+        [page] => (None, page),
+        _ => return None,
+    };
+    // With a length: exactly that many. Without: at least one, and the page was the last.
+    let whole = |n: usize, last: bool| n > 0 && len.map_or(last, |l| l == n as u64);
+    let scanned = |per: usize| -> Option<Vec<Vec<u8>>> {
+        let (cursor, items): (Vec<u8>, Vec<Vec<u8>>) = redis::from_redis_value(page).ok()?;
+        (cursor == b"0" && items.len() % per == 0 && whole(items.len() / per, true)).then_some(items)
+    };
+    match ty {
+        KeyType::String => {
+            let v: Vec<u8> = redis::from_redis_value(page).ok()?;
+            whole(v.len(), v.len() < BATCH_STRING).then_some(Whole::String(v))
+        }
+        KeyType::Hash => scanned(2).map(Whole::Hash),
+        KeyType::List => {
+            let v: Vec<Vec<u8>> = redis::from_redis_value(page).ok()?;
+            whole(v.len(), v.len() < BATCH_ELEMENTS).then_some(Whole::List(v))
+        }
+        KeyType::Set => scanned(1).map(Whole::Set),
+        KeyType::ZSet => {
+            let items = scanned(2)?;
+            let mut z = Vec::with_capacity(items.len() / 2);
+            let mut it = items.into_iter();
+            while let (Some(m), Some(s)) = (it.next(), it.next()) {
+                z.push((m, parse_score(&s).ok()?));
+            }
+            Some(Whole::ZSet(z))
+        }
+        KeyType::Stream => None,
+    }
+}
+
 // ----- streams -----
 
 fn parse_id(b: &[u8]) -> anyhow::Result<StreamId> {

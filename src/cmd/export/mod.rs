@@ -66,6 +66,10 @@ pub struct Args {
     /// Write a JSON report of the run to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Compare every read with the key's length, as on Pika, whatever the server (tests this
+    /// Pika code path with Redis standing in).
+    #[arg(long, hide = true)]
+    pub check_lengths: bool,
     /// Seconds between checkpoints of a shard (what --resume continues from).
     #[arg(long, default_value_t = 5.0, hide = true)]
     pub checkpoint_secs: f64,
@@ -145,6 +149,7 @@ fn scan_options(a: &Args) -> anyhow::Result<ScanOptions> {
         types,
         exclude_prefixes: a.exclude_prefix.iter().map(|p| p.as_bytes().to_vec()).collect(),
         skip_unknown_types: a.skip_unknown_types,
+        check_lengths: a.check_lengths,
     })
 }
 
