@@ -5,6 +5,7 @@
 
 pub mod conn;
 pub mod link;
+pub mod pika;
 pub mod read;
 pub mod scan;
 pub mod throttle;

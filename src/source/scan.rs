@@ -1,12 +1,13 @@
-//! Enumerates one database with SCAN and reads every key: TYPE and PTTL pipelined per page of
-//! keys (no round trip per key), then each key by its type (read.rs). What could not be read is
-//! counted or reported by name; nothing is dropped silently.
+//! Enumerates one database and reads every key: SCAN with TYPE and PTTL pipelined per page of
+//! keys (no round trip per key), then small keys whole in one more pipeline and big ones on
+//! their own, in parts (read.rs). On Pika the stateless range scans are used instead of SCAN
+//! when the server has them (pika.rs). What could not be read is counted or reported by name;
+//! nothing is dropped silently.
 //!
 //! Pika facts relied on (SERVERS.md): TYPE answers `streams` for a stream on 4.0; PTTL answers 0
 //! for a missing key or any stream on 4.0 (never "expire now"); with `slotmigrate yes`, SCAN lists
 //! internal `_internal:slotkey:4migrate:*` / `_internal:slottag:4migrate:*` sets that are not user
-//! data. The stateless PKSCANRANGE path for Pika comes next (issue 3); until then SCAN is used
-//! with one cursor per connection and a fixed COUNT and MATCH.
+//! data; a HyperLogLog is a 131072-byte string in Pika's own encoding.
 
 use std::collections::BTreeMap;
 
@@ -18,11 +19,11 @@ use super::conn::ServerKind;
 use super::link::{is_connection_error, Link};
 use super::read::{batch_commands, batch_whole, read_key, Emit, KeyRef, Outcome, ReadOptions};
 use super::throttle::Throttle;
-use crate::format::consts::FLAG_LAST;
+use crate::format::consts::{FLAG_LAST, FLAG_MULTI_TYPE, FLAG_PIKA_HLL};
 use crate::format::record::{KeyRecord, KeyType, Lossy};
 
 /// Pika's internal slot-migration sets, skipped by default (SERVERS.md).
-const PIKA_INTERNAL: [&[u8]; 2] = [b"_internal:slotkey:4migrate:", b"_internal:slottag:4migrate:"];
+pub(crate) const PIKA_INTERNAL: [&[u8]; 2] = [b"_internal:slotkey:4migrate:", b"_internal:slottag:4migrate:"];
 
 /// How many times a key that changed while read is read again before it is reported as failed.
 const REREADS: usize = 3;
@@ -71,11 +72,19 @@ pub struct DbReport {
     pub reconnects: u64,
     /// Times the database was scanned again from the start because the server restarted.
     pub rescans: u64,
+    /// Keys the source held under several types at once (Pika <= 3.5): every type was exported,
+    /// flagged MULTI_TYPE; the target can hold only one (import applies a policy).
+    #[serde(default)]
+    pub multi_type: Vec<Problem>,
+    /// Pika HyperLogLog keys, exported as opaque strings flagged PIKA_HLL: Kvrocks' and Redis'
+    /// PFCOUNT cannot read Pika's encoding.
+    #[serde(default)]
+    pub pika_hll: Vec<Problem>,
 }
 
 impl DbReport {
     /// Adds the counts of a completed page.
-    fn merge(&mut self, page: DbReport) {
+    pub(crate) fn merge(&mut self, page: DbReport) {
         for (t, n) in page.keys_by_type {
             *self.keys_by_type.entry(t).or_default() += n;
         }
@@ -84,6 +93,8 @@ impl DbReport {
         self.skipped_unknown.extend(page.skipped_unknown);
         self.failed.extend(page.failed);
         self.reread += page.reread;
+        self.multi_type.extend(page.multi_type);
+        self.pika_hll.extend(page.pika_hll);
     }
 }
 
@@ -95,6 +106,9 @@ pub enum Position {
     /// SCAN with this cursor next ("0" at the start). A cursor means nothing to another run of
     /// the server, so it is kept with the server's run_id and used only on the same run.
     Scan { cursor: String, run_id: Option<String> },
+    /// Pika's range scans (pika.rs): pass `pass` (a type, then streams) from key `start` (hex;
+    /// empty: from the first key). Keys stay valid across restarts of the server.
+    Range { pass: usize, start: String },
 }
 
 /// Where an export goes: its records, and the end of every page, when everything listed before
@@ -105,7 +119,7 @@ pub trait Out {
     fn page(&mut self, keys: u64, next: &Position, report: &DbReport) -> anyhow::Result<()>;
 }
 
-fn key_json(k: &[u8]) -> serde_json::Value {
+pub(crate) fn key_json(k: &[u8]) -> serde_json::Value {
     let mut s = String::new();
     crate::format::render::bytes(&mut s, k);
     serde_json::from_str(&s).expect("BUG: render::bytes writes valid JSON")
@@ -142,8 +156,16 @@ pub fn export_db(
 ) -> anyhow::Result<DbReport> {
     link.select(db)?;
     let kind = link.server.kind.clone();
+    if matches!(kind, ServerKind::Pika(..)) && super::pika::has_range_scan(&mut link.conn(throttle)) {
+        return super::pika::export_ranges(link, throttle, db, opts, from, out);
+    }
     let (mut report, mut cursor) = match from {
         None => (DbReport::default(), b"0".to_vec()),
+        Some((Position::Range { .. }, _)) => {
+            return Err(anyhow!(
+                "the checkpoint was taken with Pika's range scans, which this server does not answer"
+            ))
+        }
         Some((Position::Scan { cursor, run_id }, report)) => {
             if run_id.is_some() && run_id.as_deref() == link.run_id() {
                 (report, cursor.into_bytes())
@@ -215,21 +237,15 @@ fn scan_page(
             !skip
         })
         .collect();
-    export_page(conn, kind, db, &keys, opts, emit, page)?;
+    let listed = list_types(conn, db, &keys)?;
+    read_listed(conn, kind, listed, opts, emit, page)?;
     Ok((next, keys.len() as u64))
 }
 
-fn export_page(
-    conn: &mut dyn ConnectionLike,
-    kind: &ServerKind,
-    db: u32,
-    keys: &[Vec<u8>],
-    opts: &ScanOptions,
-    emit: &mut Emit,
-    report: &mut DbReport,
-) -> anyhow::Result<()> {
+/// TYPE and PTTL of every key of a SCAN page, in one pipeline.
+fn list_types<'k>(conn: &mut dyn ConnectionLike, db: u32, keys: &'k [Vec<u8>]) -> anyhow::Result<Vec<Listed<'k>>> {
     if keys.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut pipe = redis::pipe();
     for k in keys {
@@ -244,23 +260,40 @@ fn export_page(
             2 * keys.len()
         ));
     }
+    keys.iter()
+        .zip(replies.chunks(2))
+        .map(|(k, r)| {
+            Ok(Listed {
+                db,
+                key: k,
+                ty: redis::from_redis_value(&r[0]).with_context(|| format!("TYPE {:?}", Lossy(k)))?,
+                pttl: redis::from_redis_value(&r[1]).with_context(|| format!("PTTL {:?}", Lossy(k)))?,
+                read_at,
+                fixed: false,
+                flags: 0,
+            })
+        })
+        .collect()
+}
+
+/// Reads listed keys: small ones whole in one pipeline, the others, and any key the batch did
+/// not get whole, on their own.
+pub(crate) fn read_listed(
+    conn: &mut dyn ConnectionLike,
+    kind: &ServerKind,
+    listed: Vec<Listed>,
+    opts: &ScanOptions,
+    emit: &mut Emit,
+    report: &mut DbReport,
+) -> anyhow::Result<()> {
     // Small keys are read whole in one more pipeline; the others, and any key that the batch
     // did not get whole, on their own.
     let mut batch = Vec::new();
     let mut pipe = redis::pipe();
     let lengths = matches!(kind, ServerKind::Pika(..)) || opts.check_lengths;
-    for (k, r) in keys.iter().zip(replies.chunks(2)) {
-        let ty: String = redis::from_redis_value(&r[0]).with_context(|| format!("TYPE {:?}", Lossy(k)))?;
-        let pttl: i64 = redis::from_redis_value(&r[1]).with_context(|| format!("PTTL {:?}", Lossy(k)))?;
-        let l = Listed {
-            db,
-            key: k,
-            ty,
-            pttl,
-            read_at,
-        };
+    for l in listed {
         match classify(kind, &l, opts) {
-            Class::Read(t, _) => match batch_commands(&mut pipe, k, t, lengths) {
+            Class::Read(t, _) => match batch_commands(&mut pipe, l.key, t, lengths) {
                 0 => export_key(conn, kind, l, opts, emit, report)?,
                 n => batch.push((l, n)),
             },
@@ -291,14 +324,14 @@ fn export_page(
         match batch_whole(t, r) {
             Some(whole) => {
                 emit(&KeyRecord {
-                    db,
+                    db: l.db,
                     key: l.key,
                     part: 0,
-                    flags: FLAG_LAST,
+                    flags: FLAG_LAST | l.flags,
                     expire_at_ms,
                     value: whole.value(),
                 })?;
-                *report.keys_by_type.entry(t.name().to_string()).or_default() += 1;
+                count_read(report, &l, t);
             }
             None => export_key(conn, kind, l, opts, emit, report)?,
         }
@@ -307,12 +340,54 @@ fn export_page(
 }
 
 /// A listed key with the TYPE and PTTL read for it at `read_at`.
-struct Listed<'k> {
-    db: u32,
-    key: &'k [u8],
-    ty: String,
-    pttl: i64,
-    read_at: u64,
+pub(crate) struct Listed<'k> {
+    pub db: u32,
+    pub key: &'k [u8],
+    /// The type as the server names it.
+    pub ty: String,
+    pub pttl: i64,
+    pub read_at: u64,
+    /// The type is known from how the key was listed (Pika's per-type scans): never ask TYPE,
+    /// which on Pika <= 3.5 names only one of a multi-type key's types (SERVERS.md).
+    pub fixed: bool,
+    /// Flags for its records (MULTI_TYPE).
+    pub flags: u64,
+}
+
+/// Length of the string Pika stores a HyperLogLog as (SERVERS.md: PFADD stores a 131072-byte
+/// string readable with GET; TYPE says string).
+const PIKA_HLL_LEN: u64 = 131_072;
+
+/// True when string `key` is a Pika HyperLogLog (SERVERS.md): on Pika, a 131072-byte string;
+/// on 4.0 also one that PFCOUNT accepts (there PFCOUNT succeeds only on HLL keys; on 3.x any
+/// string of that length is read as registers, so the length decides). Never on other servers.
+fn is_pika_hll(conn: &mut dyn ConnectionLike, kind: &ServerKind, key: &[u8]) -> anyhow::Result<bool> {
+    if !matches!(kind, ServerKind::Pika(..)) {
+        return Ok(false);
+    }
+    let len: u64 = redis::cmd("STRLEN").arg(key).query(conn).context("STRLEN")?;
+    Ok(pika_hll(kind, len, || {
+        redis::cmd("PFCOUNT").arg(key).query::<i64>(conn).is_ok()
+    }))
+}
+
+/// The rule of [`is_pika_hll`], given the length and a way to ask PFCOUNT.
+fn pika_hll(kind: &ServerKind, len: u64, pfcount_accepts: impl FnOnce() -> bool) -> bool {
+    match kind {
+        ServerKind::Pika(major, ..) if len == PIKA_HLL_LEN => *major < 4 || pfcount_accepts(),
+        _ => false,
+    }
+}
+
+/// Counts a key read, and lists it by name when the target needs telling.
+fn count_read(report: &mut DbReport, l: &Listed, t: KeyType) {
+    *report.keys_by_type.entry(t.name().to_string()).or_default() += 1;
+    if l.flags & FLAG_MULTI_TYPE != 0 {
+        report.multi_type.push(Problem {
+            key: key_json(l.key),
+            reason: format!("also held under other types; this is its {} occurrence", t.name()),
+        });
+    }
 }
 
 /// What to do with a listed key, from its TYPE and PTTL.
@@ -328,12 +403,18 @@ enum Class {
 }
 
 fn classify(kind: &ServerKind, l: &Listed, opts: &ScanOptions) -> Class {
-    if l.ty == "none" || l.pttl == -2 {
+    let Some(t) = key_type(&l.ty) else {
+        return if l.ty == "none" { Class::Gone } else { Class::Unknown };
+    };
+    // Pika streams have no TTL: PTTL answers -2 on 3.5 (streams are invisible to the generic
+    // commands there) and 0 on 4.0 (SERVERS.md); whether one is gone, XLEN/XINFO tell.
+    let pika = matches!(kind, ServerKind::Pika(..));
+    if pika && t == KeyType::Stream && l.fixed {
+        return Class::Read(t, None);
+    }
+    if l.pttl == -2 {
         return Class::Gone;
     }
-    let Some(t) = key_type(&l.ty) else {
-        return Class::Unknown;
-    };
     if !opts.types.is_empty() && !opts.types.contains(&t) {
         return Class::Filtered;
     }
@@ -359,13 +440,17 @@ fn export_key(
     for attempt in 0..=REREADS {
         if attempt > 0 {
             report.reread += 1;
-            (l.ty, l.pttl) = redis::pipe()
-                .cmd("TYPE")
-                .arg(l.key)
-                .cmd("PTTL")
-                .arg(l.key)
-                .query(conn)
-                .context("TYPE/PTTL")?;
+            if l.fixed {
+                l.pttl = redis::cmd("PTTL").arg(l.key).query(conn).context("PTTL")?;
+            } else {
+                (l.ty, l.pttl) = redis::pipe()
+                    .cmd("TYPE")
+                    .arg(l.key)
+                    .cmd("PTTL")
+                    .arg(l.key)
+                    .query(conn)
+                    .context("TYPE/PTTL")?;
+            }
             l.read_at = now_ms();
         }
         let (t, expire_at_ms) = match classify(kind, &l, opts) {
@@ -391,18 +476,28 @@ fn export_key(
             }
             Class::Read(t, e) => (t, e),
         };
+        let mut flags = l.flags;
+        if t == KeyType::String && is_pika_hll(conn, kind, l.key)? {
+            flags |= FLAG_PIKA_HLL;
+        }
         let key = KeyRef {
             db: l.db,
             key: l.key,
             ty: t,
             expire_at_ms,
-            flags: 0,
+            flags,
         };
         let outcome = read_key(conn, key, &opts.read, emit)
             .with_context(|| format!("reading {} {:?}", t.name(), Lossy(l.key)))?;
         match outcome {
             Outcome::Read { .. } => {
-                *report.keys_by_type.entry(t.name().to_string()).or_default() += 1;
+                count_read(report, &l, t);
+                if flags & FLAG_PIKA_HLL != 0 {
+                    report.pika_hll.push(Problem {
+                        key: key_json(l.key),
+                        reason: "a Pika HyperLogLog, copied as an opaque string: PFCOUNT on Kvrocks or Redis will not read it".into(),
+                    });
+                }
                 return Ok(());
             }
             Outcome::Gone => {
@@ -420,4 +515,70 @@ fn export_key(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pika_hll_rule() {
+        let never = || panic!("PFCOUNT asked when it cannot matter");
+        assert!(!pika_hll(&ServerKind::Redis, PIKA_HLL_LEN, never));
+        assert!(!pika_hll(&ServerKind::Pika(4, 0, 1), PIKA_HLL_LEN - 1, never));
+        assert!(pika_hll(&ServerKind::Pika(3, 5, 5), PIKA_HLL_LEN, never));
+        assert!(pika_hll(&ServerKind::Pika(4, 0, 1), PIKA_HLL_LEN, || true));
+        assert!(!pika_hll(&ServerKind::Pika(4, 0, 1), PIKA_HLL_LEN, || false));
+    }
+
+    #[test]
+    fn classify_follows_pika_ttl_rules() {
+        let opts = ScanOptions::default();
+        let l = |ty: &str, pttl: i64, fixed: bool| Listed {
+            db: 0,
+            key: b"k",
+            ty: ty.into(),
+            pttl,
+            read_at: 1_000,
+            fixed,
+            flags: 0,
+        };
+        let pika4 = ServerKind::Pika(4, 0, 1);
+        let read = |c: Class| match c {
+            Class::Read(t, e) => Some((t, e)),
+            _ => None,
+        };
+        // Pika 4.0: PTTL 0 is "missing or stream", never "expire now".
+        assert_eq!(
+            read(classify(&pika4, &l("hash", 0, false), &opts)),
+            Some((KeyType::Hash, None))
+        );
+        assert_eq!(
+            read(classify(&ServerKind::Redis, &l("hash", 0, false), &opts)),
+            Some((KeyType::Hash, Some(1_000)))
+        );
+        // TYPE `streams` (4.0) is a stream; listed streams on 3.5 answer PTTL -2 and are read.
+        assert_eq!(
+            read(classify(&pika4, &l("streams", 0, false), &opts)),
+            Some((KeyType::Stream, None))
+        );
+        let pika35 = ServerKind::Pika(3, 5, 5);
+        assert_eq!(
+            read(classify(&pika35, &l("stream", -2, true), &opts)),
+            Some((KeyType::Stream, None))
+        );
+        assert!(matches!(classify(&pika35, &l("hash", -2, true), &opts), Class::Gone));
+        assert!(matches!(
+            classify(&ServerKind::Redis, &l("none", -2, false), &opts),
+            Class::Gone
+        ));
+        assert!(matches!(
+            classify(&ServerKind::Redis, &l("pkhash", -1, false), &opts),
+            Class::Unknown
+        ));
+        assert_eq!(
+            read(classify(&ServerKind::Redis, &l("string", 500, false), &opts)),
+            Some((KeyType::String, Some(1_500)))
+        );
+    }
 }

@@ -1,0 +1,166 @@
+//! Pika's differences (SERVERS.md), each run against the source server: Pika when
+//! `KVFERRY_TEST_PIKA` names a binary, else Redis standing in (the harness prints which). On
+//! Redis the same keys must come out as plain Redis data; on Pika the Pika rules apply.
+
+mod support;
+
+use std::process::Command;
+
+use redis::Commands;
+use serde_json::{json, Value as J};
+use support::{Kind, Server};
+
+/// The source's Pika version, if it is Pika.
+fn pika_version(s: &Server) -> Option<(u32, u32)> {
+    let info: String = redis::cmd("INFO").arg("server").query(&mut s.conn()).unwrap();
+    let v = info.lines().find_map(|l| l.strip_prefix("pika_version:"))?;
+    let mut p = v.trim().split('.').map(|n| n.parse().unwrap_or(0));
+    Some((p.next()?, p.next()?))
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kvferry")).args(args).output().unwrap()
+}
+
+/// HyperLogLog keys, the slot-migration sets, streams and a -inf score, exported from the source.
+/// - Pika: the HLL is carried as a string flagged `pika_hll` and reported by name; the
+///   `_internal:slotkey:4migrate:*` set is skipped and counted as filtered.
+/// - Redis: an HLL is an ordinary string there (Redis' own encoding), and the internal-looking
+///   set is user data: both are exported unflagged.
+#[test]
+fn hyperloglogs_internal_sets_and_streams() {
+    let s = Server::source();
+    let pika = pika_version(&s);
+    assert_eq!(pika.is_some(), s.kind == Kind::Pika);
+    let mut c = s.conn();
+    let _: () = redis::cmd("PFADD")
+        .arg("visitors")
+        .arg("a")
+        .arg("b")
+        .query(&mut c)
+        .unwrap();
+    let _: () = c.sadd("_internal:slotkey:4migrate:7", "k").unwrap();
+    let _: () = c.set("plain", "v").unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg("z")
+        .arg("-inf")
+        .arg("lo")
+        .arg("1")
+        .arg("one")
+        .query(&mut c)
+        .unwrap();
+    let streams = pika.is_none_or(|v| v >= (3, 5));
+    if streams {
+        let _: String = redis::cmd("XADD")
+            .arg("events")
+            .arg("1-1")
+            .arg("f")
+            .arg("v")
+            .query(&mut c)
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("snap"), dir.path().join("r.json"));
+    let o = run(&[
+        "export",
+        "--source",
+        &s.url(),
+        "--db",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let shard = &r["shards"][0];
+    let cat = run(&["cat", out.to_str().unwrap()]);
+    let records: Vec<J> = String::from_utf8(cat.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |k: &str| records.iter().find(|r| r["key"] == k).cloned();
+    let hll = find("visitors").expect("the HLL key is exported");
+    assert_eq!(hll["type"], "string");
+    let zset = find("z").unwrap();
+    let mut members: Vec<String> = zset["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    members.sort();
+    assert_eq!(
+        members,
+        ["[\"lo\",\"-inf\"]", "[\"one\",1]"],
+        "ZSCAN keeps -inf members"
+    );
+    if streams {
+        assert_eq!(
+            find("events").expect("the stream is exported")["value"]["entries"],
+            json!([["1-1", [["f", "v"]]]])
+        );
+    }
+    if pika.is_some() {
+        assert_eq!(hll["flags"], json!(["pika_hll"]), "{hll}");
+        assert_eq!(shard["pika_hll"][0]["key"], "visitors", "{shard}");
+        assert!(find("_internal:slotkey:4migrate:7").is_none());
+        assert_eq!(shard["filtered"], 1);
+    } else {
+        assert!(hll.get("flags").is_none_or(|f| f == &json!([])), "{hll}");
+        assert_eq!(shard["pika_hll"], json!([]));
+        assert!(find("_internal:slotkey:4migrate:7").is_some(), "user data on Redis");
+        assert_eq!(shard["filtered"], 0);
+    }
+}
+
+/// Pika <= 3.5 holds one name under several types at once: every type is exported as its own
+/// occurrence flagged `multi_type` and reported by name. Redis and Pika 4.0 hold one type per
+/// name: there the second write fails with WRONGTYPE and nothing is flagged.
+#[test]
+fn keys_under_several_types() {
+    let s = Server::source();
+    let multi = pika_version(&s).is_some_and(|v| v < (4, 0));
+    let mut c = s.conn();
+    let _: () = c.set("k", "string value").unwrap();
+    let second: redis::RedisResult<()> = c.hset("k", "f", "hash value");
+    assert_eq!(second.is_ok(), multi, "{second:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("snap"), dir.path().join("r.json"));
+    let o = run(&[
+        "export",
+        "--source",
+        &s.url(),
+        "--db",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let cat = run(&["cat", out.to_str().unwrap(), "--key", "k"]);
+    let records: Vec<J> = String::from_utf8(cat.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let listed = r["shards"][0]["multi_type"].as_array().unwrap().len();
+    if multi {
+        let mut types: Vec<&str> = records.iter().map(|r| r["type"].as_str().unwrap()).collect();
+        types.sort();
+        assert_eq!(types, ["hash", "string"]);
+        assert!(
+            records.iter().all(|r| r["flags"] == json!(["multi_type"])),
+            "{records:?}"
+        );
+        assert_eq!(listed, 2);
+    } else {
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0]["value"], "string value");
+        assert_eq!(listed, 0);
+    }
+}
