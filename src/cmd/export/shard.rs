@@ -217,3 +217,23 @@ pub fn run(ctx: &Ctx, plan: &PlannedShard, task: &Task) -> anyhow::Result<(Shard
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk says so, and what to do; other errors are left as they are.
+    #[test]
+    fn full_disk_errors_say_what_to_do() {
+        let full = std::io::Error::from_raw_os_error(28);
+        let e = disk_error(anyhow::Error::new(full).context("/snap/src0-db0.0000.kvf: writing"));
+        let text = format!("{e:#}");
+        assert!(text.starts_with("the disk is full"), "{text}");
+        assert!(
+            text.contains("--resume") && text.contains("src0-db0.0000.kvf"),
+            "{text}"
+        );
+        let other = disk_error(anyhow::anyhow!("permission denied"));
+        assert_eq!(format!("{other:#}"), "permission denied");
+    }
+}
