@@ -502,7 +502,8 @@ fn a_killed_export_resumes_from_its_checkpoints() {
 
 /// The Pika read path (every batched read compared with STRLEN/HLEN/LLEN/SCARD/ZCARD, because
 /// Pika's reads have gone wrong, SERVERS.md) gives the same snapshot content as the Redis path
-/// (one atomic command per small key), with Redis standing in for Pika.
+/// (one atomic command per small key), with Redis standing in for Pika; and so do 1, 2 or 4
+/// reader connections.
 #[test]
 fn pika_length_checks_give_the_same_content() {
     let s = Server::source();
@@ -522,8 +523,9 @@ fn pika_length_checks_give_the_same_content() {
         let _: () = c.set(format!("str{n}"), "s".repeat(n)).unwrap();
     }
     let plain = export(&s, &["--db", "0,3"]);
-    let checked = export(&s, &["--db", "0,3", "--check-lengths"]);
-    for run in [&plain, &checked] {
+    let checked = export(&s, &["--db", "0,3", "--check-lengths", "--readers", "4"]);
+    let single = export(&s, &["--db", "0,3", "--readers", "1"]);
+    for run in [&plain, &checked, &single] {
         assert_eq!(
             run.output.status.code(),
             Some(0),
@@ -532,6 +534,7 @@ fn pika_length_checks_give_the_same_content() {
         );
     }
     let (a, b) = (keys(&plain.out), keys(&checked.out));
+    let c = keys(&single.out);
     assert_eq!(a.len(), 11 + 12 + 3);
     // Expiries are computed at read time, so they differ by the time between the two runs.
     let near = |x: &J, y: &J| match (x.as_u64(), y.as_u64()) {
@@ -544,6 +547,11 @@ fn pika_length_checks_give_the_same_content() {
         .map(|(k, v)| (k, v, b.get(k)))
         .collect();
     assert!(differ.is_empty(), "the two read paths differ: {differ:?}");
+    let differ = a
+        .iter()
+        .filter(|(k, v)| !c.get(*k).is_some_and(|w| v.0 == w.0 && v.2 == w.2))
+        .count();
+    assert_eq!(differ, 0, "one reader or two: the same snapshot");
     let list = &a[&("src0-db0".to_string(), json!("list128").to_string())];
     assert_eq!(list.2.iter().map(|p| p.as_array().unwrap().len()).sum::<usize>(), 128);
     let s16k = &a[&("src0-db0".to_string(), json!("str16385").to_string())];

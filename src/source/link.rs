@@ -60,6 +60,15 @@ impl Link {
         })
     }
 
+    /// Another connection to the same server, on the same database.
+    pub fn another(&self) -> anyhow::Result<Link> {
+        let mut l = Link::open(&self.url)?;
+        if let Some(db) = self.db {
+            l.select(db)?;
+        }
+        Ok(l)
+    }
+
     /// The server's `run_id` (INFO server) when last connected; None if it reports none, and then
     /// every reconnection counts as a restart.
     pub fn run_id(&self) -> Option<&str> {

@@ -19,11 +19,10 @@ use anyhow::{anyhow, Context};
 use redis::ConnectionLike;
 
 use super::conn::ServerKind;
-use super::link::{is_connection_error, Link};
-use super::scan::{read_listed, DbReport, Listed, Out, Position, ScanOptions, PIKA_INTERNAL};
-use super::throttle::Throttle;
+use super::drive::{Lister, Page};
+use super::scan::{filter, DbReport, Listed, Position, ScanOptions};
 use crate::format::consts::FLAG_MULTI_TYPE;
-use crate::format::record::{KeyRecord, KeyType};
+use crate::format::record::KeyType;
 
 /// The passes, in order: one range scan per type, then streams.
 const PASSES: [KeyType; 6] = [
@@ -53,150 +52,154 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Exports database `db` (already SELECTed) pass by pass, from `from` if given. A lost connection
-/// is recovered and the page done again from the same key: range positions survive restarts.
-pub fn export_ranges(
-    link: &mut Link,
-    throttle: &Throttle,
-    db: u32,
-    opts: &ScanOptions,
-    from: Option<(Position, DbReport)>,
-    out: &mut dyn Out,
-) -> anyhow::Result<DbReport> {
-    let kind = link.server.kind.clone();
-    let (mut report, mut pass, mut start) = match from {
-        None => (DbReport::default(), 0, Vec::new()),
-        Some((Position::Range { pass, start }, report)) => {
-            let start = hex::decode(&start).map_err(|_| anyhow!("the checkpoint's range position is damaged"))?;
-            (report, pass, start)
-        }
-        // A checkpoint taken with SCAN (the server lacked range scans then): start over.
-        Some((Position::Scan { .. }, r)) => (
-            DbReport {
-                rescans: r.rescans + 1,
-                reconnects: r.reconnects,
-                ..DbReport::default()
-            },
-            0,
-            Vec::new(),
-        ),
-    };
-    while pass < PASSES.len() {
-        let ty = PASSES[pass];
-        if !opts.types.is_empty() && !opts.types.contains(&ty) {
-            (pass, start) = (pass + 1, Vec::new());
-            continue;
-        }
-        let mut page = DbReport::default();
-        let mut emit = |r: &KeyRecord| out.record(r);
-        let step = if ty == KeyType::Stream {
-            stream_pass(&mut link.conn(throttle), &kind, db, opts, &mut emit, &mut page).map(|n| (Vec::new(), n))
-        } else {
-            range_page(
-                &mut link.conn(throttle),
-                &kind,
-                db,
-                ty,
-                &start,
-                opts,
-                &mut emit,
-                &mut page,
-            )
+/// The range-scan enumeration: pass by pass (a type, then streams), each from a start key.
+/// Positions are keys, so they hold across restarts of the server and of kvferry.
+pub(crate) struct RangeLister<'o> {
+    opts: &'o ScanOptions,
+    kind: ServerKind,
+    pass: usize,
+    start: Vec<u8>,
+    /// The streams still to hand out, once `KEYS * stream` has listed them.
+    streams: Option<std::vec::IntoIter<Vec<u8>>>,
+}
+
+impl<'o> RangeLister<'o> {
+    /// Starts at the beginning, or where checkpoint `from` says, with its report.
+    pub fn new(
+        kind: &ServerKind,
+        opts: &'o ScanOptions,
+        from: Option<(Position, DbReport)>,
+    ) -> anyhow::Result<(RangeLister<'o>, DbReport)> {
+        let (report, pass, start) = match from {
+            None => (DbReport::default(), 0, Vec::new()),
+            Some((Position::Range { pass, start }, report)) => {
+                let start = hex::decode(&start).map_err(|_| anyhow!("the checkpoint's range position is damaged"))?;
+                (report, pass, start)
+            }
+            // A checkpoint taken with SCAN (the server lacked range scans then): start over.
+            Some((Position::Scan { .. }, r)) => (
+                DbReport {
+                    rescans: r.rescans + 1,
+                    reconnects: r.reconnects,
+                    ..DbReport::default()
+                },
+                0,
+                Vec::new(),
+            ),
         };
-        match step {
-            Ok((next, done)) => {
-                report.merge(page);
-                if next.is_empty() {
-                    (pass, start) = (pass + 1, Vec::new());
-                } else {
-                    start = next;
-                }
-                let at = Position::Range {
-                    pass,
-                    start: hex::encode(&start),
-                };
-                out.page(done, &at, &report)?;
-            }
-            Err(e) if is_connection_error(&e) => {
-                link.recover()?;
-                report.reconnects += 1;
-            }
-            Err(e) => return Err(e),
+        let lister = RangeLister {
+            opts,
+            kind: kind.clone(),
+            pass,
+            start,
+            streams: None,
+        };
+        Ok((lister, report))
+    }
+
+    fn wanted(&self, ty: KeyType) -> bool {
+        self.opts.types.is_empty() || self.opts.types.contains(&ty)
+    }
+
+    fn position(&self) -> Position {
+        Position::Range {
+            pass: self.pass,
+            start: hex::encode(&self.start),
         }
     }
-    Ok(report)
-}
 
-/// One page of a type's range scan; returns the next start key (empty: the pass is done) and
-/// how many keys were listed.
-#[allow(clippy::too_many_arguments)]
-fn range_page(
-    conn: &mut dyn ConnectionLike,
-    kind: &ServerKind,
-    db: u32,
-    ty: KeyType,
-    start: &[u8],
-    opts: &ScanOptions,
-    emit: &mut super::read::Emit,
-    page: &mut DbReport,
-) -> anyhow::Result<(Vec<u8>, u64)> {
-    let mut cmd = redis::cmd("PKSCANRANGE");
-    cmd.arg(ty.name()).arg(start).arg("");
-    if let Some(p) = &opts.pattern {
-        cmd.arg("MATCH").arg(p);
-    }
-    cmd.arg("LIMIT").arg(opts.count.max(1));
-    let (next, keys): (Vec<u8>, Vec<Vec<u8>>) = cmd
-        .query(conn)
-        .with_context(|| format!("PKSCANRANGE {} from {:?}", ty.name(), String::from_utf8_lossy(start)))?;
-    let n = keys.len() as u64;
-    let keys = filter(keys, opts, page);
-    let listed = list_typed(conn, kind, db, ty, &keys)?;
-    read_listed(conn, kind, listed, opts, emit, page)?;
-    Ok((next, n))
-}
-
-/// Streams: `KEYS pattern stream`, in pages of `count`. Servers without streams (before 3.5.3)
-/// reject the type: then there are none.
-fn stream_pass(
-    conn: &mut dyn ConnectionLike,
-    kind: &ServerKind,
-    db: u32,
-    opts: &ScanOptions,
-    emit: &mut super::read::Emit,
-    page: &mut DbReport,
-) -> anyhow::Result<u64> {
-    let pattern = opts.pattern.as_deref().unwrap_or("*");
-    let keys: Vec<Vec<u8>> = match redis::cmd("KEYS").arg(pattern).arg("stream").query(conn) {
-        Ok(k) => k,
-        Err(e) if e.kind() == redis::ErrorKind::ResponseError && !matches!(kind, ServerKind::Pika(4.., _, _)) => {
-            return Ok(0);
+    /// One page of a type's range scan.
+    fn range_page(&mut self, conn: &mut dyn ConnectionLike, ty: KeyType) -> anyhow::Result<Page> {
+        let mut cmd = redis::cmd("PKSCANRANGE");
+        cmd.arg(ty.name()).arg(&self.start).arg("");
+        if let Some(p) = &self.opts.pattern {
+            cmd.arg("MATCH").arg(p);
         }
-        Err(e) => return Err(e).context("KEYS * stream"),
-    };
-    let n = keys.len() as u64;
-    let keys = filter(keys, opts, page);
-    for chunk in keys.chunks(opts.count.max(1)) {
-        let listed = list_typed(conn, kind, db, KeyType::Stream, chunk)?;
-        read_listed(conn, kind, listed, opts, emit, page)?;
-    }
-    Ok(n)
-}
-
-/// Drops Pika's internal slot-migration sets and excluded prefixes, counting them.
-fn filter(keys: Vec<Vec<u8>>, opts: &ScanOptions, page: &mut DbReport) -> Vec<Vec<u8>> {
-    keys.into_iter()
-        .filter(|k| {
-            let skip = opts.exclude_prefixes.iter().any(|p| k.starts_with(p))
-                || PIKA_INTERNAL.iter().any(|p| k.starts_with(p));
-            page.filtered += u64::from(skip);
-            !skip
+        cmd.arg("LIMIT").arg(self.opts.count.max(1));
+        let (next, keys): (Vec<u8>, Vec<Vec<u8>>) = cmd.query(conn).with_context(|| {
+            format!(
+                "PKSCANRANGE {} from {:?}",
+                ty.name(),
+                String::from_utf8_lossy(&self.start)
+            )
+        })?;
+        let listed = keys.len() as u64;
+        let (keys, filtered) = filter(keys, self.opts, true);
+        if next.is_empty() {
+            (self.pass, self.start) = (self.pass + 1, Vec::new());
+        } else {
+            self.start = next;
+        }
+        Ok(Page {
+            keys,
+            ty: Some(ty),
+            listed,
+            filtered,
+            at: self.position(),
         })
-        .collect()
+    }
+
+    /// Streams: `KEYS pattern stream`, handed out in pages. Servers without streams (before
+    /// 3.5.3) reject the type: then there are none. A resume lists them all again.
+    fn stream_page(&mut self, conn: &mut dyn ConnectionLike) -> anyhow::Result<Page> {
+        if self.streams.is_none() {
+            let pattern = self.opts.pattern.as_deref().unwrap_or("*");
+            let keys: Vec<Vec<u8>> = match redis::cmd("KEYS").arg(pattern).arg("stream").query(conn) {
+                Ok(k) => k,
+                Err(e)
+                    if e.kind() == redis::ErrorKind::ResponseError
+                        && !matches!(self.kind, ServerKind::Pika(4.., _, _)) =>
+                {
+                    Vec::new()
+                }
+                Err(e) => return Err(e).context("KEYS * stream"),
+            };
+            self.streams = Some(keys.into_iter());
+        }
+        let it = self.streams.as_mut().expect("BUG: listed above");
+        let keys: Vec<Vec<u8>> = it.by_ref().take(self.opts.count.max(1)).collect();
+        if it.len() == 0 {
+            (self.pass, self.streams) = (self.pass + 1, None);
+        }
+        let listed = keys.len() as u64;
+        let (keys, filtered) = filter(keys, self.opts, true);
+        Ok(Page {
+            keys,
+            ty: Some(KeyType::Stream),
+            listed,
+            filtered,
+            // Within the stream pass, a resume lists the streams again from the first.
+            at: Position::Range {
+                pass: self.pass,
+                start: String::new(),
+            },
+        })
+    }
+}
+
+impl Lister for RangeLister<'_> {
+    fn next(&mut self, conn: &mut dyn ConnectionLike) -> anyhow::Result<Option<Page>> {
+        while self.pass < PASSES.len() && !self.wanted(PASSES[self.pass]) {
+            (self.pass, self.start) = (self.pass + 1, Vec::new());
+        }
+        let Some(&ty) = PASSES.get(self.pass) else {
+            return Ok(None);
+        };
+        let page = if ty == KeyType::Stream {
+            self.stream_page(conn)?
+        } else {
+            self.range_page(conn, ty)?
+        };
+        Ok(Some(page))
+    }
+
+    fn reconnected(&mut self, _restarted: bool, _run_id: Option<&str>) -> bool {
+        false // a range position is a key: still valid
+    }
 }
 
 /// PTTL, and on 3.x EXISTS (one per type, so > 1 means several types), of keys listed by type.
-fn list_typed<'k>(
+pub(crate) fn list_typed<'k>(
     conn: &mut dyn ConnectionLike,
     kind: &ServerKind,
     db: u32,

@@ -16,7 +16,8 @@ use redis::ConnectionLike;
 use serde::{Deserialize, Serialize};
 
 use super::conn::ServerKind;
-use super::link::{is_connection_error, Link};
+use super::drive::{drive, Lister, Page};
+use super::link::Link;
 use super::read::{batch_commands, batch_whole, read_key, Emit, KeyRef, Outcome, ReadOptions};
 use super::throttle::Throttle;
 use crate::format::consts::{FLAG_LAST, FLAG_MULTI_TYPE, FLAG_PIKA_HLL};
@@ -44,6 +45,8 @@ pub struct ScanOptions {
     pub skip_unknown_types: bool,
     /// Compare every read with the key's length, as on Pika, whatever the server (for tests).
     pub check_lengths: bool,
+    /// Connections reading keys, besides the one listing them.
+    pub readers: usize,
 }
 
 /// A key that was not exported, by name, and why.
@@ -114,6 +117,7 @@ pub enum Position {
 /// Where an export goes: its records, and the end of every page, when everything listed before
 /// `next` has been handed to `record` and no key is half-written, so the caller may checkpoint.
 pub trait Out {
+    /// Called from the reader threads, one key at a time.
     fn record(&mut self, r: &KeyRecord) -> anyhow::Result<()>;
     /// `keys`: keys listed on the page (exported, skipped or gone). `report`: all pages so far.
     fn page(&mut self, keys: u64, next: &Position, report: &DbReport) -> anyhow::Result<()>;
@@ -140,67 +144,52 @@ fn now_ms() -> u64 {
 }
 
 /// Exports database `db` of the server behind `link` into `out`, from the start or from where an
-/// earlier run stopped (`from`: its position and report). A lost connection is recovered: the
-/// page is done again from the same cursor; after a restart of the server (SCAN cursors do not
-/// survive one: Redis' hash seed changes, Pika restarts them silently, SERVERS.md) the database
-/// is scanned again from the start. Keys exported twice are resolved by F-PART-3 (the last
-/// occurrence wins), and the report counts each key once: page counts join it only when the page
-/// is complete, and a rescan starts it afresh.
+/// earlier run stopped (`from`: its position and report), reading with `opts.readers`
+/// connections besides `link` (drive.rs). On Pika with range scans, enumerates with them
+/// (pika.rs); otherwise with SCAN. A lost connection is recovered: the page is done again from
+/// the same cursor; after a restart of the server (SCAN cursors do not survive one: Redis' hash
+/// seed changes, Pika restarts them silently, SERVERS.md) the database is scanned again from the
+/// start. Keys exported twice are resolved by F-PART-3 (the last occurrence wins), and the report
+/// counts each key once: page counts join it only when the page is complete, and a rescan
+/// starts it afresh.
 pub fn export_db(
     link: &mut Link,
     throttle: &Throttle,
     db: u32,
     opts: &ScanOptions,
     from: Option<(Position, DbReport)>,
-    out: &mut dyn Out,
+    out: &mut (dyn Out + Send),
 ) -> anyhow::Result<DbReport> {
     link.select(db)?;
     let kind = link.server.kind.clone();
     if matches!(kind, ServerKind::Pika(..)) && super::pika::has_range_scan(&mut link.conn(throttle)) {
-        return super::pika::export_ranges(link, throttle, db, opts, from, out);
+        let (mut lister, report) = super::pika::RangeLister::new(&kind, opts, from)?;
+        return drive(link, throttle, db, opts, &mut lister, report, out);
     }
-    let (mut report, mut cursor) = match from {
+    let run_id = link.run_id().map(str::to_string);
+    let (report, cursor) = match from {
         None => (DbReport::default(), b"0".to_vec()),
         Some((Position::Range { .. }, _)) => {
             return Err(anyhow!(
                 "the checkpoint was taken with Pika's range scans, which this server does not answer"
             ))
         }
-        Some((Position::Scan { cursor, run_id }, report)) => {
-            if run_id.is_some() && run_id.as_deref() == link.run_id() {
+        Some((Position::Scan { cursor, run_id: was }, report)) => {
+            if was.is_some() && was == run_id {
                 (report, cursor.into_bytes())
             } else {
                 (rescan(&report), b"0".to_vec())
             }
         }
     };
-    loop {
-        let mut page = DbReport::default();
-        let mut emit = |r: &KeyRecord| out.record(r);
-        match scan_page(&mut link.conn(throttle), &kind, db, &cursor, opts, &mut emit, &mut page) {
-            Ok((next, done)) => {
-                report.merge(page);
-                let at = Position::Scan {
-                    cursor: String::from_utf8(next.clone())
-                        .map_err(|_| anyhow!("SCAN returned a cursor that is not text"))?,
-                    run_id: link.run_id().map(str::to_string),
-                };
-                out.page(done, &at, &report)?;
-                if next == b"0" {
-                    return Ok(report);
-                }
-                cursor = next;
-            }
-            Err(e) if is_connection_error(&e) => {
-                let reconnects = report.reconnects + 1;
-                if link.recover()? {
-                    (report, cursor) = (rescan(&report), b"0".to_vec());
-                }
-                report.reconnects = reconnects;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let mut lister = ScanLister {
+        cursor,
+        run_id,
+        opts,
+        pika: matches!(kind, ServerKind::Pika(..)),
+        done: false,
+    };
+    drive(link, throttle, db, opts, &mut lister, report, out)
 }
 
 /// The report to start a rescan with: the counts start afresh, the fault counters go on.
@@ -212,38 +201,72 @@ fn rescan(r: &DbReport) -> DbReport {
     }
 }
 
-/// One SCAN page and its keys; returns the next cursor and how many keys it exported or skipped.
-fn scan_page(
-    conn: &mut dyn ConnectionLike,
-    kind: &ServerKind,
-    db: u32,
-    cursor: &[u8],
-    opts: &ScanOptions,
-    emit: &mut Emit,
-    page: &mut DbReport,
-) -> anyhow::Result<(Vec<u8>, u64)> {
-    let mut scan = redis::cmd("SCAN");
-    scan.arg(cursor).arg("COUNT").arg(opts.count.max(1));
-    if let Some(p) = &opts.pattern {
-        scan.arg("MATCH").arg(p);
+/// SCAN, one cursor sequence on one connection, with a fixed COUNT and MATCH.
+struct ScanLister<'o> {
+    cursor: Vec<u8>,
+    run_id: Option<String>,
+    opts: &'o ScanOptions,
+    pika: bool,
+    done: bool,
+}
+
+impl Lister for ScanLister<'_> {
+    fn next(&mut self, conn: &mut dyn ConnectionLike) -> anyhow::Result<Option<Page>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(&self.cursor).arg("COUNT").arg(self.opts.count.max(1));
+        if let Some(p) = &self.opts.pattern {
+            scan.arg("MATCH").arg(p);
+        }
+        let (next, keys): (Vec<u8>, Vec<Vec<u8>>) = scan.query(conn).context("SCAN")?;
+        let listed = keys.len() as u64;
+        let (keys, filtered) = filter(keys, self.opts, self.pika);
+        let at = Position::Scan {
+            cursor: String::from_utf8(next.clone()).map_err(|_| anyhow!("SCAN returned a cursor that is not text"))?,
+            run_id: self.run_id.clone(),
+        };
+        self.done = next == b"0";
+        self.cursor = next;
+        Ok(Some(Page {
+            keys,
+            ty: None,
+            listed,
+            filtered,
+            at,
+        }))
     }
-    let (next, keys): (Vec<u8>, Vec<Vec<u8>>) = scan.query(conn).context("SCAN")?;
+
+    fn reconnected(&mut self, restarted: bool, run_id: Option<&str>) -> bool {
+        self.run_id = run_id.map(str::to_string);
+        if restarted {
+            (self.cursor, self.done) = (b"0".to_vec(), false);
+        }
+        restarted
+    }
+}
+
+/// Drops excluded prefixes and, on Pika, its internal slot-migration sets; says how many.
+pub(crate) fn filter(keys: Vec<Vec<u8>>, opts: &ScanOptions, pika: bool) -> (Vec<Vec<u8>>, u64) {
+    let before = keys.len();
     let keys: Vec<Vec<u8>> = keys
         .into_iter()
         .filter(|k| {
-            let skip = opts.exclude_prefixes.iter().any(|p| k.starts_with(p))
-                || (matches!(kind, ServerKind::Pika(..)) && PIKA_INTERNAL.iter().any(|p| k.starts_with(p)));
-            page.filtered += u64::from(skip);
-            !skip
+            !(opts.exclude_prefixes.iter().any(|p| k.starts_with(p))
+                || (pika && PIKA_INTERNAL.iter().any(|p| k.starts_with(p))))
         })
         .collect();
-    let listed = list_types(conn, db, &keys)?;
-    read_listed(conn, kind, listed, opts, emit, page)?;
-    Ok((next, keys.len() as u64))
+    let filtered = (before - keys.len()) as u64;
+    (keys, filtered)
 }
 
 /// TYPE and PTTL of every key of a SCAN page, in one pipeline.
-fn list_types<'k>(conn: &mut dyn ConnectionLike, db: u32, keys: &'k [Vec<u8>]) -> anyhow::Result<Vec<Listed<'k>>> {
+pub(crate) fn list_types<'k>(
+    conn: &mut dyn ConnectionLike,
+    db: u32,
+    keys: &'k [Vec<u8>],
+) -> anyhow::Result<Vec<Listed<'k>>> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }

@@ -55,6 +55,11 @@ pub struct Args {
     /// Shards exported at the same time, each on its own connection.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub parallel: u32,
+    /// Connections per shard that read keys while another lists them: the server works on one
+    /// page while kvferry writes another, and a multi-threaded server (Pika, Kvrocks) serves
+    /// several at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub readers: u32,
     /// Continue an export that was interrupted (killed, failed), from the last checkpoint of
     /// each shard. Give the same options as the first time. Starts afresh in an empty directory.
     #[arg(long)]
@@ -150,6 +155,7 @@ fn scan_options(a: &Args) -> anyhow::Result<ScanOptions> {
         exclude_prefixes: a.exclude_prefix.iter().map(|p| p.as_bytes().to_vec()).collect(),
         skip_unknown_types: a.skip_unknown_types,
         check_lengths: a.check_lengths,
+        readers: a.readers as usize,
     })
 }
 

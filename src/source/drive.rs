@@ -1,0 +1,240 @@
+//! Runs the export of one database with several connections: one lists the keys page by page
+//! (a [`Lister`]: SCAN, or Pika's range scans), `readers` others read the pages' keys in
+//! parallel. The server does its part of one page while kvferry decodes and writes another, and
+//! a multi-threaded server (Pika, Kvrocks) serves several pages at once.
+//!
+//! Records go to the one [`Out`] of the shard; a reader holds it for the whole of a key, so a
+//! key's parts stay together (F-PART-1). Pages complete out of order; the report takes them in
+//! order, and `Out::page` is called for a page only when it and every page before it are
+//! complete, so a checkpoint's position never skips a page. Records of later pages may already
+//! be in the files then; after a resume they are read again, and the later occurrence wins
+//! (F-PART-3).
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use redis::ConnectionLike;
+
+use super::conn::ServerKind;
+use super::link::{is_connection_error, Link};
+use super::scan::{list_types, read_listed, DbReport, Out, Position, ScanOptions};
+use super::throttle::Throttle;
+use crate::format::record::{KeyRecord, KeyType};
+
+/// A page of listed keys and where the enumeration stands after it.
+pub(crate) struct Page {
+    pub keys: Vec<Vec<u8>>,
+    /// The keys' type when the listing gives it (Pika's per-type scans); else TYPE is asked.
+    pub ty: Option<KeyType>,
+    /// Keys listed, including those filtered out.
+    pub listed: u64,
+    pub filtered: u64,
+    pub at: Position,
+}
+
+/// An enumeration of a database's keys.
+pub(crate) trait Lister {
+    /// The next page, or None when every key was listed.
+    fn next(&mut self, conn: &mut dyn ConnectionLike) -> anyhow::Result<Option<Page>>;
+    /// The listing connection was re-established (`restarted`: the server restarted meanwhile,
+    /// now with `run_id`). Returns true when the enumeration starts over.
+    fn reconnected(&mut self, restarted: bool, run_id: Option<&str>) -> bool;
+}
+
+struct Job {
+    seq: u64,
+    epoch: u64,
+    page: Page,
+}
+
+struct Done {
+    seq: u64,
+    epoch: u64,
+    listed: u64,
+    at: Position,
+    report: DbReport,
+}
+
+type Shared<'o> = Mutex<&'o mut (dyn Out + Send)>;
+
+fn lock<'a, 'o>(out: &'a Shared<'o>) -> MutexGuard<'a, &'o mut (dyn Out + Send)> {
+    out.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Exports the keys `lister` lists, reading them with `opts.readers` connections besides
+/// `link`, starting from `report` (a resumed export's, or empty).
+pub(crate) fn drive(
+    link: &mut Link,
+    throttle: &Throttle,
+    db: u32,
+    opts: &ScanOptions,
+    lister: &mut dyn Lister,
+    report: DbReport,
+    out: &mut (dyn Out + Send),
+) -> anyhow::Result<DbReport> {
+    let kind = link.server.kind.clone();
+    let mut readers = Vec::new();
+    for _ in 0..opts.readers.max(1) {
+        readers.push(link.another()?);
+    }
+    let out: Shared = Mutex::new(out);
+    let (job_tx, job_rx) = sync_channel::<Job>(2 * readers.len());
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let (done_tx, done_rx) = channel::<anyhow::Result<Done>>();
+    std::thread::scope(|s| {
+        for mut r in readers {
+            let (jobs, done, out, kind) = (job_rx.clone(), done_tx.clone(), &out, &kind);
+            s.spawn(move || reader(&mut r, throttle, kind, db, opts, &jobs, &done, out));
+        }
+        drop((job_rx, done_tx));
+        let result = list(link, throttle, lister, report, &job_tx, &done_rx, &out);
+        drop(job_tx); // the readers finish their page and stop
+        result
+    })
+}
+
+/// The listing side: hands pages to the readers and takes their results in order.
+fn list(
+    link: &mut Link,
+    throttle: &Throttle,
+    lister: &mut dyn Lister,
+    mut report: DbReport,
+    jobs: &SyncSender<Job>,
+    done: &Receiver<anyhow::Result<Done>>,
+    out: &Shared,
+) -> anyhow::Result<DbReport> {
+    let (mut seq, mut epoch, mut next_merge, mut outstanding) = (0u64, 0u64, 0u64, 0u64);
+    let mut pending = BTreeMap::new();
+    let mut listing = true;
+    loop {
+        let mut results = Vec::new();
+        if !listing && outstanding > 0 {
+            results.push(done.recv().map_err(|_| anyhow::anyhow!("BUG: the readers stopped"))?);
+        }
+        results.extend(done.try_iter());
+        for d in results {
+            let d = d?;
+            outstanding -= 1;
+            if d.epoch == epoch {
+                pending.insert(d.seq, d);
+            }
+        }
+        while let Some(d) = pending.remove(&next_merge) {
+            report.reconnects += d.report.reconnects;
+            report.merge(d.report);
+            lock(out).page(d.listed, &d.at, &report)?;
+            next_merge += 1;
+        }
+        if !listing && outstanding == 0 {
+            return Ok(report);
+        }
+        if !listing {
+            continue;
+        }
+        match lister.next(&mut link.conn(throttle)) {
+            Ok(Some(page)) => {
+                let job = Job { seq, epoch, page };
+                // Blocks while the readers are busy; fails only when they all stopped on errors.
+                if jobs.send(job).is_err() {
+                    let err = done.try_iter().find_map(Result::err);
+                    return Err(err.unwrap_or_else(|| anyhow::anyhow!("BUG: the readers stopped")));
+                }
+                (seq, outstanding) = (seq + 1, outstanding + 1);
+            }
+            Ok(None) => listing = false,
+            Err(e) if is_connection_error(&e) => {
+                let restarted = link.recover()?;
+                report.reconnects += 1;
+                if lister.reconnected(restarted, link.run_id()) {
+                    // Start over: pages listed before no longer count.
+                    (epoch, next_merge) = (epoch + 1, seq);
+                    pending.clear();
+                    report = DbReport {
+                        rescans: report.rescans + 1,
+                        reconnects: report.reconnects,
+                        ..DbReport::default()
+                    };
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A reader: reads the keys of one page after another on its own connection.
+#[allow(clippy::too_many_arguments)]
+fn reader(
+    link: &mut Link,
+    throttle: &Throttle,
+    kind: &ServerKind,
+    db: u32,
+    opts: &ScanOptions,
+    jobs: &Mutex<Receiver<Job>>,
+    done: &Sender<anyhow::Result<Done>>,
+    out: &Shared,
+) {
+    loop {
+        let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(job) = job else { return };
+        let mut reconnects = 0;
+        let result = loop {
+            let mut page = DbReport {
+                filtered: job.page.filtered,
+                ..DbReport::default()
+            };
+            match read_page(&mut link.conn(throttle), kind, db, &job.page, opts, out, &mut page) {
+                Ok(()) => {
+                    page.reconnects = reconnects;
+                    break Ok(page);
+                }
+                Err(e) if is_connection_error(&e) => {
+                    // Read the page again on a new connection; what was written of it is
+                    // superseded by the new occurrences (F-PART-3).
+                    if let Err(e) = link.recover() {
+                        break Err(e);
+                    }
+                    reconnects += 1;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let failed = result.is_err();
+        let _ = done.send(result.map(|report| Done {
+            seq: job.seq,
+            epoch: job.epoch,
+            listed: job.page.listed,
+            at: job.page.at,
+            report,
+        }));
+        if failed {
+            return;
+        }
+    }
+}
+
+/// Reads one page's keys, writing each key's records while holding the shard's output.
+fn read_page(
+    conn: &mut dyn ConnectionLike,
+    kind: &ServerKind,
+    db: u32,
+    page: &Page,
+    opts: &ScanOptions,
+    out: &Shared,
+    report: &mut DbReport,
+) -> anyhow::Result<()> {
+    let listed = match page.ty {
+        None => list_types(conn, db, &page.keys)?,
+        Some(ty) => super::pika::list_typed(conn, kind, db, ty, &page.keys)?,
+    };
+    let mut held: Option<MutexGuard<&mut (dyn Out + Send)>> = None;
+    let mut emit = |r: &KeyRecord| {
+        let g = held.get_or_insert_with(|| lock(out));
+        g.record(r)?;
+        if r.is_last() {
+            held = None;
+        }
+        Ok(())
+    };
+    read_listed(conn, kind, listed, opts, &mut emit, report)
+}
