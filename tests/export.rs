@@ -557,3 +557,28 @@ fn pika_length_checks_give_the_same_content() {
     let s16k = &a[&("src0-db0".to_string(), json!("str16385").to_string())];
     assert_eq!(s16k.2, vec![json!("s".repeat(16385))]);
 }
+
+/// `--progress json` writes one JSON object per line on stderr, the last when the export ends:
+/// every shard done, and the keys counted.
+#[test]
+fn progress_as_json_lines() {
+    let s = Server::source();
+    populate(&s);
+    let run = export(&s, &["--db", "0,3", "--progress", "json"]);
+    assert_eq!(run.output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&run.output.stderr);
+    let lines: Vec<J> = stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let last = lines
+        .last()
+        .unwrap_or_else(|| panic!("no JSON progress line in {stderr}"));
+    assert_eq!(last["tasks"], 2, "{last}");
+    assert_eq!(last["tasks_done"], 2, "{last}");
+    assert_eq!(last["keys"], 11, "{last}");
+    assert_eq!(last["total_keys"], 11, "{last}");
+    assert!(last["bytes"].as_u64().unwrap() > 1 << 20, "{last}");
+    let quiet = export(&s, &["--db", "0", "--progress", "none"]);
+    assert!(
+        !String::from_utf8_lossy(&quiet.output.stderr).contains("keys"),
+        "--progress none prints no progress"
+    );
+}
