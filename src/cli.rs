@@ -24,9 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Read every key of one or more servers (Pika, Redis, Kvrocks, Valkey) into a snapshot.
     #[command(
-        after_help = "Examples:\n  kvferry export --source redis://10.0.0.5:9221 --out /backups/pika-2026-11-24\n  kvferry export --source redis://:PASSWORD@10.0.0.5:9221 --db 0,3 --out snap --report export.json\n  kvferry export --source redis://a:9221 --source redis://b:9221 --out snap --parallel 8   # one shard per source x db\n  kvferry export --source redis://10.0.0.5:9221 --out snap --resume   # continue a killed or failed run\n  kvferry export --source redis://10.0.0.5:9221 --out snap --progress json 2>progress.jsonl\n\nThe manifest is written last: a snapshot without MANIFEST.json is incomplete. Each shard is\ncheckpointed every 5 s; after a kill, a crash or an error, run the same command with --resume.\nExit code 0: every key exported. 1: some keys failed (listed by name). 2: error.\nAn export is not a point-in-time snapshot: for a consistent one, stop writes, export a replica,\nor export a second Pika started on a bgsave checkpoint."
+        after_help = "Examples:\n  kvferry export --source redis://10.0.0.5:9221 --out /backups/pika-2026-11-24\n  kvferry export --source redis://:PASSWORD@10.0.0.5:9221 --db 0,3 --out snap --report export.json\n  kvferry export --source redis://a:9221 --source redis://b:9221 --out snap --parallel 8   # one shard per source x db\n  kvferry export --source redis://10.0.0.5:9221 --out snap --resume   # continue a killed or failed run\n  kvferry export --source redis://10.0.0.5:9221 --out snap --progress json 2>progress.jsonl\n  KVFERRY_PW=... kvferry export --source redis://10.0.0.5:9221 --password-env KVFERRY_PW --out snap\n  kvferry export --source rediss://db.internal:6380 --tls-ca ca.pem --password-file /run/secrets/redis --out snap\n\nThe manifest is written last: a snapshot without MANIFEST.json is incomplete. Each shard is\ncheckpointed every 5 s; after a kill, a crash or an error, run the same command with --resume.\nExit code 0: every key exported. 1: some keys failed (listed by name). 2: error.\nAn export is not a point-in-time snapshot: for a consistent one, stop writes, export a replica,\nor export a second Pika started on a bgsave checkpoint."
     )]
-    Export(cmd::export::Args),
+    Export(Box<cmd::export::Args>),
     /// Summarise a snapshot: shards, keys per type and db, sizes, expiry, biggest keys.
     #[command(
         after_help = "Examples:\n  kvferry inspect /backups/pika-2026-11-24\n  kvferry inspect /backups/pika-2026-11-24 --json | jq .totals\n\nReads only the manifest and each file's header and trailer, so it is instant on any size.\nRun `kvferry check` to verify the data itself."
@@ -48,7 +48,7 @@ pub enum Command {
 pub fn run() -> anyhow::Result<i32> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Export(a) => cmd::export::run(a),
+        Command::Export(a) => cmd::export::run(*a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Cat(a) => cmd::cat::run(a),
         Command::Check(a) => cmd::check::run(a),

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod endpoint;
 pub mod format;
 pub mod progress;
 pub mod source;

@@ -5,13 +5,14 @@ mod support;
 
 use std::time::Duration;
 
+use kvferry::endpoint::Endpoint;
 use kvferry::source::{connect, describe, ServerKind};
 use support::{Kind, Server};
 
 #[test]
 fn describes_the_server_and_its_databases() {
     let s = Server::source();
-    let mut c = connect(&s.url(), Duration::from_secs(5)).unwrap();
+    let mut c = connect(&Endpoint::plain(&s.url()), Duration::from_secs(5)).unwrap();
     let d = describe(&s.url(), &mut c).unwrap();
     match s.kind {
         Kind::Redis => {
@@ -36,7 +37,7 @@ fn describes_the_server_and_its_databases() {
 #[test]
 fn databases_follow_the_servers_configuration() {
     let s = Server::start(Kind::Redis, &[("databases", "3")]);
-    let mut c = connect(&s.url(), Duration::from_secs(5)).unwrap();
+    let mut c = connect(&Endpoint::plain(&s.url()), Duration::from_secs(5)).unwrap();
     assert_eq!(describe(&s.url(), &mut c).unwrap().databases, vec![0, 1, 2]);
 }
 
@@ -44,7 +45,10 @@ fn databases_follow_the_servers_configuration() {
 fn wrong_password_is_a_clear_error_without_the_password() {
     let s = Server::start(Kind::Redis, &[("requirepass", "right-secret")]);
     let url = format!("redis://:wrong-secret@127.0.0.1:{}", s.port);
-    let e = connect(&url, Duration::from_secs(5)).err().unwrap().to_string();
+    let e = connect(&Endpoint::plain(&url), Duration::from_secs(5))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         e.starts_with(&format!("redis://127.0.0.1:{}: authentication failed", s.port)),
         "{e}"
@@ -54,13 +58,16 @@ fn wrong_password_is_a_clear_error_without_the_password() {
         "a password leaked: {e}"
     );
     let ok = format!("redis://:right-secret@127.0.0.1:{}", s.port);
-    assert!(connect(&ok, Duration::from_secs(5)).is_ok());
+    assert!(connect(&Endpoint::plain(&ok), Duration::from_secs(5)).is_ok());
 }
 
 #[test]
 fn missing_password_says_one_is_needed() {
     let s = Server::start(Kind::Redis, &[("requirepass", "pw")]);
-    let e = connect(&s.url(), Duration::from_secs(5)).err().unwrap().to_string();
+    let e = connect(&Endpoint::plain(&s.url()), Duration::from_secs(5))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("requires a password"), "{e}");
 }
 
@@ -69,10 +76,13 @@ fn unreachable_server_names_the_source() {
     // Port 1 on loopback: nothing listens there, and no test binds it (they use ephemeral ports,
     // so a port freed a moment ago could be taken by a concurrent test).
     let port = 1;
-    let e = connect(&format!("redis://127.0.0.1:{port}"), Duration::from_secs(2))
-        .err()
-        .unwrap()
-        .to_string();
+    let e = connect(
+        &Endpoint::plain(&format!("redis://127.0.0.1:{port}")),
+        Duration::from_secs(2),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(
         e.starts_with(&format!("redis://127.0.0.1:{port}: connection refused")),
         "{e}"
@@ -91,10 +101,13 @@ fn a_peer_that_is_not_redis_is_reported() {
         let _ = s.read(&mut buf);
         let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
     });
-    let e = connect(&format!("redis://127.0.0.1:{port}"), Duration::from_secs(2))
-        .err()
-        .unwrap()
-        .to_string();
+    let e = connect(
+        &Endpoint::plain(&format!("redis://127.0.0.1:{port}")),
+        Duration::from_secs(2),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     t.join().unwrap();
     assert!(e.starts_with(&format!("redis://127.0.0.1:{port}: ")), "{e}");
     assert!(e.contains("Redis protocol") || e.contains("cannot connect"), "{e}");

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 
+use crate::endpoint::Endpoint;
+
 /// Server software, from `INFO server`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerKind {
@@ -54,14 +56,17 @@ pub fn redact(url: &str) -> String {
 
 /// Opens a RESP2 connection (Pika answers HELLO 3 with RESP2: speak RESP2 and never negotiate,
 /// SERVERS.md) and checks it with PING. Errors name the server and say what to do.
-pub fn connect(url: &str, timeout: Duration) -> anyhow::Result<redis::Connection> {
-    let name = redact(url);
-    let client = redis::Client::open(url).map_err(|e| anyhow!("{name}: not a valid redis:// or rediss:// URL: {e}"))?;
+pub fn connect(ep: &Endpoint, timeout: Duration) -> anyhow::Result<redis::Connection> {
+    let name = ep.name();
+    let tls = name.starts_with("rediss://");
+    let client = ep.client()?;
     let mut conn = client
         .get_connection_with_timeout(timeout)
-        .map_err(|e| explain(&name, e))?;
+        .map_err(|e| explain(&name, tls, e))?;
     conn.set_read_timeout(Some(timeout.max(Duration::from_secs(30)))).ok();
-    let pong: String = redis::cmd("PING").query(&mut conn).map_err(|e| explain(&name, e))?;
+    let pong: String = redis::cmd("PING")
+        .query(&mut conn)
+        .map_err(|e| explain(&name, tls, e))?;
     if pong != "PONG" {
         return Err(anyhow!(
             "{name}: answered PING with {pong:?}: is this a Redis-protocol server?"
@@ -71,9 +76,16 @@ pub fn connect(url: &str, timeout: Duration) -> anyhow::Result<redis::Connection
 }
 
 /// Turns a connection error into one line an operator can act on.
-fn explain(name: &str, e: redis::RedisError) -> anyhow::Error {
+fn explain(name: &str, tls: bool, e: redis::RedisError) -> anyhow::Error {
     let text = e.to_string();
     let lower = text.to_lowercase();
+    let cert = [
+        "certificate",
+        "unknownissuer",
+        "unknown issuer",
+        "notvalidforname",
+        "badsignature",
+    ];
     let wrong_password = e.kind() == redis::ErrorKind::AuthenticationFailed
         || lower.contains("wrongpass")
         || lower.contains("invalid password")
@@ -81,7 +93,20 @@ fn explain(name: &str, e: redis::RedisError) -> anyhow::Error {
     let hint = if wrong_password {
         "authentication failed: check the user and password (in the URL, or its environment variable or file)"
     } else if lower.contains("noauth") || lower.contains("authentication required") {
-        "the server requires a password: give it in the URL (redis://:PASSWORD@host:port)"
+        "the server requires a password: give it with --password-env VAR or --password-file FILE, or in the URL (redis://:PASSWORD@host:port)"
+    } else if tls && cert.iter().any(|c| lower.contains(c)) {
+        "its TLS certificate is not trusted: give the CA that signed it with --tls-ca FILE (or --tls-insecure to skip verification)"
+    } else if tls
+        && (e.is_timeout()
+            || lower.contains("corrupt message")
+            || lower.contains("invalidcontenttype")
+            || lower.contains("handshake"))
+    {
+        "no TLS answer: does the server speak TLS on this port? (plain servers take redis://; else check the host, port and firewall)"
+    } else if !tls
+        && (e.is_connection_dropped() || lower.contains("connection reset") || lower.contains("unexpected end"))
+    {
+        "the server closed the connection: if it expects TLS on this port, use rediss://"
     } else if e.is_connection_refusal() {
         "connection refused: is the server running, and is this the right host and port?"
     } else if e.is_timeout() {

@@ -8,12 +8,13 @@ use anyhow::{anyhow, Context};
 
 use super::conn::{connect, describe, Server};
 use super::throttle::{Throttle, Throttled};
+use crate::endpoint::Endpoint;
 
 /// How long to keep trying to reconnect before giving up.
 const PATIENCE: Duration = Duration::from_secs(120);
 
 pub struct Link {
-    url: String,
+    endpoint: Endpoint,
     pub server: Server,
     conn: redis::Connection,
     run_id: Option<String>,
@@ -45,13 +46,13 @@ pub fn is_connection_error(e: &anyhow::Error) -> bool {
 
 impl Link {
     /// Connects to `url` and finds out what the server is.
-    pub fn open(url: &str) -> anyhow::Result<Link> {
-        let mut conn = connect(url, Duration::from_secs(10))?;
-        let server = describe(url, &mut conn)?;
+    pub fn open(endpoint: &Endpoint) -> anyhow::Result<Link> {
+        let mut conn = connect(endpoint, Duration::from_secs(10))?;
+        let server = describe(&endpoint.name(), &mut conn)?;
         name(&mut conn);
         let run_id = run_id(&mut conn);
         Ok(Link {
-            url: url.to_string(),
+            endpoint: endpoint.clone(),
             server,
             conn,
             run_id,
@@ -62,7 +63,7 @@ impl Link {
 
     /// Another connection to the same server, on the same database.
     pub fn another(&self) -> anyhow::Result<Link> {
-        let mut l = Link::open(&self.url)?;
+        let mut l = Link::open(&self.endpoint)?;
         if let Some(db) = self.db {
             l.select(db)?;
         }
@@ -100,7 +101,7 @@ impl Link {
         let started = Instant::now();
         let mut delay = Duration::from_millis(100);
         loop {
-            match connect(&self.url, Duration::from_secs(5)) {
+            match connect(&self.endpoint, Duration::from_secs(5)) {
                 Ok(mut conn) => {
                     name(&mut conn);
                     let id = run_id(&mut conn);

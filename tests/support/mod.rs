@@ -41,6 +41,11 @@ fn free_port(kind: Kind) -> u16 {
     }
 }
 
+/// A free loopback port, for a second listener (e.g. `tls-port`).
+pub fn free_port_any() -> u16 {
+    free_port(Kind::Redis)
+}
+
 impl Server {
     /// The server that exports read from: Pika when `KVFERRY_TEST_PIKA` is set, else Redis.
     pub fn source() -> Server {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
+use crate::endpoint::Endpoint;
 use crate::format::snapshot::{write_manifest, Manifest, SnapshotOptions};
 use crate::format::{consts::MANIFEST_NAME, KeyType};
 use crate::progress::{Mode, Progress};
@@ -71,6 +72,8 @@ pub struct Args {
     /// Write a JSON report of the run to this file.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub connect: crate::endpoint::ConnectArgs,
     /// Compare every read with the key's length, as on Pika, whatever the server (tests this
     /// Pika code path with Redis standing in).
     #[arg(long, hide = true)]
@@ -160,10 +163,10 @@ fn scan_options(a: &Args) -> anyhow::Result<ScanOptions> {
 }
 
 /// Connects to every source and lists the shards: one per source × database.
-fn plan(a: &Args) -> anyhow::Result<Vec<PlannedShard>> {
+fn plan(a: &Args, endpoints: &[Endpoint]) -> anyhow::Result<Vec<PlannedShard>> {
     let mut shards = Vec::new();
-    for (i, url) in a.sources.iter().enumerate() {
-        let link = Link::open(url)?;
+    for (i, ep) in endpoints.iter().enumerate() {
+        let link = Link::open(ep)?;
         let server = &link.server;
         eprintln!(
             "{}: {} with {} databases",
@@ -184,6 +187,7 @@ fn plan(a: &Args) -> anyhow::Result<Vec<PlannedShard>> {
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let scan = scan_options(&a)?;
+    let endpoints = a.connect.endpoints(&a.sources)?;
     let options = Options {
         sources: a.sources.iter().map(|u| redact(u)).collect(),
         db: a.db.clone(),
@@ -222,7 +226,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 kvferry: env!("CARGO_PKG_VERSION").into(),
                 created_unix_ms: now_ms(),
                 options,
-                shards: plan(&a)?,
+                shards: plan(&a, &endpoints)?,
             };
             run.write(&a.out)?;
             run
@@ -233,7 +237,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let stop = AtomicBool::new(false);
     let ctx = shard::Ctx {
         dir: &a.out,
-        urls: &a.sources,
+        endpoints: &endpoints,
         scan: &scan,
         snap: &snap,
         created_unix_ms: run.created_unix_ms,

@@ -20,7 +20,7 @@ use crate::source::throttle::Throttle;
 /// What every shard of a run shares.
 pub struct Ctx<'a> {
     pub dir: &'a Path,
-    pub urls: &'a [String],
+    pub endpoints: &'a [crate::endpoint::Endpoint],
     pub scan: &'a ScanOptions,
     pub snap: &'a SnapshotOptions,
     pub created_unix_ms: u64,
@@ -131,7 +131,7 @@ fn estimate(link: &mut Link, throttle: &Throttle, db: u32) -> Option<u64> {
 /// Exports shard `plan`, continuing from its checkpoint when an earlier run left one.
 pub fn run(ctx: &Ctx, plan: &PlannedShard, task: &Task) -> anyhow::Result<(ShardEntry, ShardReport)> {
     let state = ShardState::read(ctx.dir, &plan.id)?;
-    let url = &ctx.urls[plan.source];
+    let endpoint = &ctx.endpoints[plan.source];
     if let Some(ShardState {
         done: Some(entry),
         report,
@@ -154,7 +154,7 @@ pub fn run(ctx: &Ctx, plan: &PlannedShard, task: &Task) -> anyhow::Result<(Shard
         };
         return Ok((entry.clone(), report));
     }
-    let mut link = Link::open(url)?;
+    let mut link = Link::open(endpoint)?;
     let spec = ShardSpec {
         id: plan.id.clone(),
         source: link.server.name.clone(),

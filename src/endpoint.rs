@@ -1,0 +1,213 @@
+//! How to reach a server, for the source side (export) and the target side (import) alike: its
+//! URL, and what the URL does not carry: a password from an environment variable or a file, and
+//! TLS settings for `rediss://` (a CA, a client certificate, or no verification at all).
+//!
+//! Passwords never leave this module in text meant for people: [`Endpoint::name`] is the URL
+//! without credentials, and `Debug` prints only that.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use redis::IntoConnectionInfo;
+
+use crate::source::conn::redact;
+
+/// Connection options shared by the commands that talk to servers.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ConnectArgs {
+    /// Take the password of every server whose URL has none from this environment variable
+    /// (keeps it out of the command line and the shell history).
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
+    /// Take the password of every server whose URL has none from this file (its content; one
+    /// trailing newline is ignored).
+    #[arg(long, value_name = "FILE", conflicts_with = "password_env")]
+    pub password_file: Option<PathBuf>,
+    /// For rediss:// servers: trust the CA certificates in this PEM file instead of the system's.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// For rediss:// servers that require client certificates: this certificate (PEM), with
+    /// --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// For rediss:// servers: do not verify their certificates (self-signed, no CA file at
+    /// hand). Anyone on the path can then read and change the data.
+    #[arg(long, conflicts_with = "tls_ca")]
+    pub tls_insecure: bool,
+}
+
+/// TLS settings for rediss:// URLs.
+#[derive(Default)]
+struct Tls {
+    ca: Option<Vec<u8>>,
+    client: Option<(Vec<u8>, Vec<u8>)>,
+    insecure: bool,
+}
+
+/// A server to connect to.
+#[derive(Clone)]
+pub struct Endpoint {
+    url: String,
+    password: Option<String>,
+    tls: Arc<Tls>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Endpoint({})", self.name())
+    }
+}
+
+fn read_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{what} {}: cannot read the file", path.display()))
+}
+
+impl ConnectArgs {
+    /// The password from --password-env or --password-file, if one was given.
+    fn password(&self) -> anyhow::Result<Option<String>> {
+        let pw = if let Some(var) = &self.password_env {
+            match std::env::var(var) {
+                Ok(p) => p,
+                Err(std::env::VarError::NotPresent) => bail!("--password-env {var}: the variable is not set"),
+                Err(std::env::VarError::NotUnicode(_)) => bail!("--password-env {var}: the value is not UTF-8"),
+            }
+        } else if let Some(path) = &self.password_file {
+            let text = read_file(path, "--password-file")?;
+            let text = String::from_utf8(text)
+                .map_err(|_| anyhow!("--password-file {}: the password is not UTF-8", path.display()))?;
+            let pw = text.strip_suffix('\n').unwrap_or(&text);
+            pw.strip_suffix('\r').unwrap_or(pw).to_string()
+        } else {
+            return Ok(None);
+        };
+        if pw.is_empty() {
+            let from = match (&self.password_env, &self.password_file) {
+                (Some(v), _) => format!("--password-env {v}"),
+                (_, Some(p)) => format!("--password-file {}", p.display()),
+                _ => unreachable!("BUG: one of them was given"),
+            };
+            bail!("{from}: the password is empty");
+        }
+        Ok(Some(pw))
+    }
+
+    /// The endpoints for `urls`, with these options applied; checks what can be checked before
+    /// connecting (files readable, TLS options only with rediss:// URLs).
+    pub fn endpoints(&self, urls: &[String]) -> anyhow::Result<Vec<Endpoint>> {
+        let password = self.password()?;
+        let tls_asked = self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_insecure;
+        if tls_asked && !urls.iter().any(|u| u.starts_with("rediss://")) {
+            bail!("--tls-ca, --tls-cert and --tls-insecure apply to rediss:// URLs, and none is given");
+        }
+        let tls = Tls {
+            ca: self.tls_ca.as_deref().map(|p| read_file(p, "--tls-ca")).transpose()?,
+            client: match (&self.tls_cert, &self.tls_key) {
+                (Some(c), Some(k)) => Some((read_file(c, "--tls-cert")?, read_file(k, "--tls-key")?)),
+                _ => None,
+            },
+            insecure: self.tls_insecure,
+        };
+        if tls.insecure {
+            eprintln!(
+                "warning: --tls-insecure: the certificates of rediss:// servers are not verified; anyone on the path can read and change the data"
+            );
+        }
+        let tls = Arc::new(tls);
+        Ok(urls
+            .iter()
+            .map(|u| Endpoint {
+                url: u.clone(),
+                password: password.clone(),
+                tls: tls.clone(),
+            })
+            .collect())
+    }
+}
+
+impl Endpoint {
+    /// An endpoint from a URL alone.
+    pub fn plain(url: &str) -> Endpoint {
+        Endpoint {
+            url: url.to_string(),
+            password: None,
+            tls: Arc::default(),
+        }
+    }
+
+    /// The URL without credentials: for messages, manifests and reports.
+    pub fn name(&self) -> String {
+        redact(&self.url)
+    }
+
+    /// A client for this server. A password in the URL wins over one from elsewhere.
+    pub fn client(&self) -> anyhow::Result<redis::Client> {
+        let name = self.name();
+        let invalid = |e: redis::RedisError| {
+            // The error can quote the URL: say what is wrong without it.
+            let detail = match e.detail() {
+                Some(d) if !d.contains(self.url.as_str()) => format!(": {d}"),
+                _ => String::new(),
+            };
+            anyhow!("{name}: not a valid redis:// or rediss:// URL{detail}")
+        };
+        let mut info = self.url.as_str().into_connection_info().map_err(invalid)?;
+        if info.redis.password.is_none() {
+            info.redis.password.clone_from(&self.password);
+        }
+        let tls = &self.tls;
+        let redis::ConnectionAddr::TcpTls { insecure, .. } = &mut info.addr else {
+            return redis::Client::open(info).map_err(invalid);
+        };
+        *insecure |= tls.insecure;
+        if tls.ca.is_none() && tls.client.is_none() {
+            return redis::Client::open(info).map_err(invalid);
+        }
+        let certs = redis::TlsCertificates {
+            client_tls: tls.client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+            root_cert: tls.ca.clone(),
+        };
+        redis::Client::build_with_tls(info, certs)
+            .map_err(|e| anyhow!("{name}: the TLS files are not usable (PEM certificates and key expected): {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_name_hide_the_password() {
+        let args = ConnectArgs {
+            password_env: Some("KVFERRY_UNIT_TEST_PW".into()),
+            ..ConnectArgs::default()
+        };
+        std::env::set_var("KVFERRY_UNIT_TEST_PW", "s3cret-env");
+        let eps = args
+            .endpoints(&["redis://u:s3cret-url@h:1".into(), "redis://h:2".into()])
+            .unwrap();
+        for e in &eps {
+            assert!(!format!("{e:?} {}", e.name()).contains("s3cret"));
+        }
+        assert!(eps[1].client().is_ok());
+        std::env::remove_var("KVFERRY_UNIT_TEST_PW");
+        let err = args.endpoints(&[]).unwrap_err().to_string();
+        assert_eq!(err, "--password-env KVFERRY_UNIT_TEST_PW: the variable is not set");
+    }
+
+    #[test]
+    fn tls_options_need_a_rediss_url() {
+        let args = ConnectArgs {
+            tls_insecure: true,
+            ..ConnectArgs::default()
+        };
+        let err = args.endpoints(&["redis://h:1".into()]).unwrap_err().to_string();
+        assert!(err.contains("apply to rediss:// URLs"), "{err}");
+    }
+}
