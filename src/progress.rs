@@ -387,22 +387,21 @@ impl Bars {
     }
 }
 
-fn plain_rest(v: &View) -> String {
+/// `1.2k/3.4k keys (35%), 1.2 MiB, 900 keys/s, ETA 3 seconds`.
+fn figures(keys: u64, total: Option<u64>, bytes_done: u64, rate: f64, eta: Option<u64>) -> String {
     format!(
         "{}, {}, {} keys/s{}",
-        of_total(v.keys, v.total_keys),
-        bytes(v.bytes),
-        count(v.keys_per_sec as u64),
-        eta_text(v.eta_s)
+        of_total(keys, total),
+        bytes(bytes_done),
+        count(rate as u64),
+        eta_text(eta)
     )
 }
 
+fn plain_rest(v: &View) -> String {
+    figures(v.keys, v.total_keys, v.bytes, v.keys_per_sec, v.eta_s)
+}
+
 fn plain_task_rest(t: &TaskView) -> String {
-    format!(
-        "{}, {}, {} keys/s{}",
-        of_total(t.keys, t.total_keys),
-        bytes(t.bytes),
-        count(t.keys_per_sec as u64),
-        eta_text(t.eta_s)
-    )
+    figures(t.keys, t.total_keys, t.bytes, t.keys_per_sec, t.eta_s)
 }

@@ -22,6 +22,34 @@ fn run(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_kvferry")).args(args).output().unwrap()
 }
 
+/// Exports db 0 of `s`; returns the JSON report and the records `kvferry cat` prints with `cat`
+/// (extra arguments of cat, e.g. `--key k`).
+fn export_db0(s: &Server, cat: &[&str]) -> (J, Vec<J>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = (dir.path().join("snap"), dir.path().join("r.json"));
+    let (out, report) = (out.to_str().unwrap(), report.to_str().unwrap());
+    let o = run(&[
+        "export",
+        "--source",
+        &s.url(),
+        "--db",
+        "0",
+        "--out",
+        out,
+        "--report",
+        report,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    let printed = run(&[&["cat", out][..], cat].concat());
+    let records = String::from_utf8(printed.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (r, records)
+}
+
 /// HyperLogLog keys, the slot-migration sets, streams and a -inf score, exported from the source.
 /// - Pika: the HLL is carried as a string flagged `pika_hll` and reported by name; the
 ///   `_internal:slotkey:4migrate:*` set is skipped and counted as filtered.
@@ -59,28 +87,8 @@ fn hyperloglogs_internal_sets_and_streams() {
             .query(&mut c)
             .unwrap();
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (out, report) = (dir.path().join("snap"), dir.path().join("r.json"));
-    let o = run(&[
-        "export",
-        "--source",
-        &s.url(),
-        "--db",
-        "0",
-        "--out",
-        out.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let (r, records) = export_db0(&s, &[]);
     let shard = &r["shards"][0];
-    let cat = run(&["cat", out.to_str().unwrap()]);
-    let records: Vec<J> = String::from_utf8(cat.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     let find = |k: &str| records.iter().find(|r| r["key"] == k).cloned();
     let hll = find("visitors").expect("the HLL key is exported");
     assert_eq!(hll["type"], "string");
@@ -127,27 +135,7 @@ fn keys_under_several_types() {
     let _: () = c.set("k", "string value").unwrap();
     let second: redis::RedisResult<()> = c.hset("k", "f", "hash value");
     assert_eq!(second.is_ok(), multi, "{second:?}");
-    let dir = tempfile::tempdir().unwrap();
-    let (out, report) = (dir.path().join("snap"), dir.path().join("r.json"));
-    let o = run(&[
-        "export",
-        "--source",
-        &s.url(),
-        "--db",
-        "0",
-        "--out",
-        out.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    let cat = run(&["cat", out.to_str().unwrap(), "--key", "k"]);
-    let records: Vec<J> = String::from_utf8(cat.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let (r, records) = export_db0(&s, &["--key", "k"]);
     let listed = r["shards"][0]["multi_type"].as_array().unwrap().len();
     if multi {
         let mut types: Vec<&str> = records.iter().map(|r| r["type"].as_str().unwrap()).collect();
