@@ -27,6 +27,11 @@ pub enum Command {
         after_help = "Examples:\n  kvferry export --source redis://10.0.0.5:9221 --out /backups/pika-2026-11-24\n  kvferry export --source redis://:PASSWORD@10.0.0.5:9221 --db 0,3 --out snap --report export.json\n  kvferry export --source redis://a:9221 --source redis://b:9221 --out snap --parallel 8   # one shard per source x db\n  kvferry export --source redis://10.0.0.5:9221 --out snap --resume   # continue a killed or failed run\n  kvferry export --source redis://10.0.0.5:9221 --out snap --progress json 2>progress.jsonl\n  KVFERRY_PW=... kvferry export --source redis://10.0.0.5:9221 --password-env KVFERRY_PW --out snap\n  kvferry export --source rediss://db.internal:6380 --tls-ca ca.pem --password-file /run/secrets/redis --out snap\n\nThe manifest is written last: a snapshot without MANIFEST.json is incomplete. Each shard is\ncheckpointed every 5 s; after a kill, a crash or an error, run the same command with --resume.\nExit code 0: every key exported. 1: some keys failed (listed by name). 2: error.\nAn export is not a point-in-time snapshot: for a consistent one, stop writes, export a replica,\nor export a second Pika started on a bgsave checkpoint."
     )]
     Export(Box<cmd::export::Args>),
+    /// Write a snapshot into a server (Kvrocks, Redis, Valkey, Pika) with pipelined, parallel writes.
+    #[command(
+        after_help = "Examples:\n  kvferry import /backups/pika-2026-11-24 --target redis://10.0.0.9:6666 --dry-run\n  kvferry import /backups/snap --target redis://10.0.0.9:6666 --report import.json\n  kvferry import /backups/snap --target redis://kvrocks:6666 --namespace-map 0=env:NS0_TOKEN,1=env:NS1_TOKEN\n  kvferry import /backups/snap --target redis://redis:6379 --db-map 0=0,3=1 --conflict replace\n  kvferry import /backups/snap --target redis://10.0.0.9:6666 --resume   # continue a killed or failed run\n  kvferry import /backups/snap --resp - | redis-cli --pipe\n\nBefore writing, every block of the snapshot is checked, the target is asked whether it is empty\n(--conflict fail, the default), and databases must be mapped when there are several. Checkpoints\nare kept beside the snapshot (or in --state DIR) every 5 s; after a kill or an error, run the\nsame command with --resume.\nExit code 0: every key written (or expired). 1: some keys failed or were lost (listed by name). 2: error."
+    )]
+    Import(Box<cmd::import::Args>),
     /// Summarise a snapshot: shards, keys per type and db, sizes, expiry, biggest keys.
     #[command(
         after_help = "Examples:\n  kvferry inspect /backups/pika-2026-11-24\n  kvferry inspect /backups/pika-2026-11-24 --json | jq .totals\n\nReads only the manifest and each file's header and trailer, so it is instant on any size.\nRun `kvferry check` to verify the data itself."
@@ -49,6 +54,7 @@ pub fn run() -> anyhow::Result<i32> {
     let cli = Cli::parse();
     match cli.command {
         Command::Export(a) => cmd::export::run(*a),
+        Command::Import(a) => cmd::import::run(*a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Cat(a) => cmd::cat::run(a),
         Command::Check(a) => cmd::check::run(a),

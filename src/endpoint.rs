@@ -53,6 +53,8 @@ struct Tls {
 pub struct Endpoint {
     url: String,
     password: Option<String>,
+    /// A Kvrocks namespace token (`--namespace-map`): sent as `AUTH token`, whatever the URL says.
+    token: Option<String>,
     tls: Arc<Tls>,
 }
 
@@ -122,6 +124,7 @@ impl ConnectArgs {
             .map(|u| Endpoint {
                 url: u.clone(),
                 password: password.clone(),
+                token: None,
                 tls: tls.clone(),
             })
             .collect())
@@ -134,8 +137,28 @@ impl Endpoint {
         Endpoint {
             url: url.to_string(),
             password: None,
+            token: None,
             tls: Arc::default(),
         }
+    }
+
+    /// The same server, authenticating with `token` alone (`AUTH token`): how a connection
+    /// enters a Kvrocks namespace (SERVERS.md: two-argument AUTH is rejected there).
+    pub fn with_token(&self, token: String) -> Endpoint {
+        Endpoint {
+            token: Some(token),
+            ..self.clone()
+        }
+    }
+
+    /// True when a password comes with the URL, or from --password-env / --password-file.
+    pub fn has_password(&self) -> bool {
+        self.password.is_some()
+            || self
+                .url
+                .split_once("://")
+                .and_then(|(_, rest)| rest.rsplit_once('@'))
+                .is_some_and(|(cred, _)| cred.contains(':'))
     }
 
     /// The URL without credentials: for messages, manifests and reports.
@@ -157,6 +180,10 @@ impl Endpoint {
         let mut info = self.url.as_str().into_connection_info().map_err(invalid)?;
         if info.redis.password.is_none() {
             info.redis.password.clone_from(&self.password);
+        }
+        if let Some(t) = &self.token {
+            info.redis.password = Some(t.clone());
+            info.redis.username = None;
         }
         let tls = &self.tls;
         let redis::ConnectionAddr::TcpTls { insecure, .. } = &mut info.addr else {

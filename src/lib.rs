@@ -10,4 +10,5 @@ pub mod endpoint;
 pub mod format;
 pub mod progress;
 pub mod source;
+pub mod target;
 pub mod util;

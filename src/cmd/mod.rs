@@ -3,4 +3,5 @@
 pub mod cat;
 pub mod check;
 pub mod export;
+pub mod import;
 pub mod inspect;

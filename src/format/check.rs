@@ -27,6 +27,17 @@ pub struct FileReport {
     pub bad_blocks: Vec<u32>,
     /// Every problem found, each naming the file, and the block and offset where one applies.
     pub problems: Vec<String>,
+    /// Key occurrences flagged MULTI_TYPE (F-REC-3): the source held the key under several
+    /// types; an import needs a policy for them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub multi_type_keys: u64,
+    /// The first few of them, rendered as in `cat`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub multi_type_examples: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl FileReport {
@@ -239,6 +250,18 @@ fn check_reader(
                 };
                 if let Err(e) = seq.accept(&rec) {
                     problem(&mut f, Some(i), at(e));
+                }
+                if let super::record::Record::Key(k) = &rec {
+                    if k.part == 0 && k.flags & super::consts::FLAG_MULTI_TYPE != 0 {
+                        f.multi_type_keys += 1;
+                        if f.multi_type_examples.len() < 10 {
+                            f.multi_type_examples.push(format!(
+                                "{:?} ({})",
+                                super::record::Lossy(k.key),
+                                k.key_type().name()
+                            ));
+                        }
+                    }
                 }
                 stats.add(&rec);
             }

@@ -301,14 +301,25 @@ impl ShardReader {
         &self,
         threads: usize,
         map: impl Fn(Result<Block, ShardError>) -> T + Sync,
+        consume: impl FnMut(u32, T) -> bool,
+    ) {
+        self.par_blocks_from(0, threads, map, consume)
+    }
+
+    /// [`ShardReader::par_blocks`] from block `first` on (a resumed import).
+    pub fn par_blocks_from<T: Send>(
+        &self,
+        first: u32,
+        threads: usize,
+        map: impl Fn(Result<Block, ShardError>) -> T + Sync,
         mut consume: impl FnMut(u32, T) -> bool,
     ) {
         let threads = threads.max(1);
         let n = self.block_count();
-        let next = std::sync::atomic::AtomicU32::new(0);
+        let next = std::sync::atomic::AtomicU32::new(first);
         let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, T)>(threads);
         let window = (threads * 2) as u32;
-        let consumed = std::sync::Mutex::new(0u32);
+        let consumed = std::sync::Mutex::new(first);
         let cv = std::sync::Condvar::new();
         let stop = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
@@ -334,7 +345,7 @@ impl ShardReader {
             }
             drop(tx);
             let mut pending = std::collections::BTreeMap::new();
-            let mut want = 0u32;
+            let mut want = first;
             for (i, t) in rx.iter() {
                 pending.insert(i, t);
                 while let Some(t) = pending.remove(&want) {

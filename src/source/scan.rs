@@ -123,7 +123,7 @@ pub trait Out {
     fn page(&mut self, keys: u64, next: &Position, report: &DbReport) -> anyhow::Result<()>;
 }
 
-pub(crate) fn key_json(k: &[u8]) -> serde_json::Value {
+pub fn key_json(k: &[u8]) -> serde_json::Value {
     let mut s = String::new();
     crate::format::render::bytes(&mut s, k);
     serde_json::from_str(&s).expect("BUG: render::bytes writes valid JSON")

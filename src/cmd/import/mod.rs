@@ -1,0 +1,784 @@
+//! `kvferry import`: writes a snapshot into any Redis-protocol server (Kvrocks first) with plain
+//! pipelined commands over parallel connections (issue 4). Before writing anything it checks
+//! the whole snapshot, the database mapping and the target's emptiness; while writing it counts
+//! every reply and checkpoints the acknowledged blocks, so `--resume` continues a killed import.
+
+mod shard;
+mod state;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+
+use crate::endpoint::Endpoint;
+use crate::format::check::{self, CheckReport};
+use crate::format::snapshot::Snapshot;
+use crate::progress::{Mode, Progress};
+use crate::source::conn::{connect, describe, Server, ServerKind};
+use crate::source::throttle::Throttle;
+use crate::target::build::Dialect;
+use crate::target::lane::{Lane, LaneConf};
+use crate::target::track::Counts;
+pub use shard::MultiType;
+use shard::{Dest, Output, ShardOutcome};
+use state::{Options, RunState, StateDir};
+
+/// What to do when a key already exists on the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Conflict {
+    /// Refuse to start when a target database (or namespace) holds any key.
+    Fail,
+    /// Delete each key before writing it.
+    Replace,
+    /// Leave keys that exist alone, and count them.
+    Skip,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The snapshot directory (the one holding MANIFEST.json).
+    pub snapshot: PathBuf,
+    /// The server to write into, redis://[user:pass@]host:port or rediss://.
+    #[arg(long, required_unless_present = "resp")]
+    pub target: Option<String>,
+    /// Write the commands as RESP to this file (`-`: stdout) instead, e.g. for `redis-cli --pipe`.
+    #[arg(long, value_name = "FILE", conflicts_with = "target")]
+    pub resp: Option<PathBuf>,
+    /// Import only this shard (see `kvferry inspect`); repeatable.
+    #[arg(long = "shard", value_name = "ID")]
+    pub shards: Vec<String>,
+    /// Map snapshot databases to target databases, e.g. `0=0,1=5`. Required when the snapshot
+    /// holds several databases (Redis, Valkey, Pika targets).
+    #[arg(long, value_name = "MAP", conflicts_with = "namespace_map")]
+    pub db_map: Option<String>,
+    /// Map snapshot databases to Kvrocks namespaces by token, e.g. `0=tok0,1=env:NS1_TOKEN,2=file:/run/ns2`.
+    /// Each connection authenticates with its namespace's token.
+    #[arg(long, value_name = "MAP")]
+    pub namespace_map: Option<String>,
+    /// Prefix the keys of a snapshot database, e.g. `1=db1:` (lets databases share one target
+    /// keyspace without colliding).
+    #[arg(long, value_name = "MAP")]
+    pub prefix_map: Option<String>,
+    /// Keys that exist on the target: `fail` refuses to start unless every target database is
+    /// empty (a first migration), `replace` overwrites them, `skip` leaves them and counts them.
+    #[arg(long, value_enum, default_value = "fail")]
+    pub conflict: Conflict,
+    /// Keys the source held under several types (Pika <= 3.5): `fail` writes none of them and
+    /// lists them, `first` writes the first type, `suffix` writes the others as KEY:TYPE.
+    #[arg(long, value_enum, default_value = "fail")]
+    pub multi_type: MultiType,
+    /// Connections per shard; a key always goes through the same one, in order.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub connections: u32,
+    /// Commands per pipelined batch on a connection (batches are also cut at 4 MiB).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub pipeline: u32,
+    /// Send at most this many commands per second (all connections together).
+    #[arg(long)]
+    pub max_ops_per_sec: Option<u64>,
+    /// Continue an interrupted import from its checkpoints; give the same options.
+    #[arg(long)]
+    pub resume: bool,
+    /// Where to keep checkpoints (default: a directory beside the snapshot's files, named after
+    /// the target).
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Check the snapshot, connect, check the mapping and conflicts, and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Import around corrupt blocks instead of refusing, and list what was lost.
+    #[arg(long)]
+    pub skip_corrupt_blocks: bool,
+    /// Skip the check of every checksum before writing (when `kvferry check` just passed).
+    /// Damage is then found while writing, and the import stops there.
+    #[arg(long)]
+    pub no_check: bool,
+    /// Stop at the first key the target refuses (the default goes on and lists them all).
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// How to show progress on stderr (see `kvferry export --help`).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: Mode,
+    /// Write a JSON report of the run to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub connect: crate::endpoint::ConnectArgs,
+    /// Seconds between checkpoints.
+    #[arg(long, default_value_t = 5.0, hide = true)]
+    pub checkpoint_secs: f64,
+}
+
+/// The run was stopped (another shard failed, or --fail-fast): not an error of its own.
+#[derive(Debug)]
+pub struct Cancelled;
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+/// `0=0,1=5`-style maps.
+fn parse_map(flag: &str, spec: Option<&str>) -> anyhow::Result<BTreeMap<u32, String>> {
+    let mut m = BTreeMap::new();
+    let Some(spec) = spec else { return Ok(m) };
+    for pair in spec.split(',').filter(|p| !p.is_empty()) {
+        let (db, to) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow!("{flag}: {pair:?} is not DB=VALUE"))?;
+        let db: u32 = db
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("{flag}: {db:?} is not a database number"))?;
+        if m.insert(db, to.to_string()).is_some() {
+            bail!("{flag}: database {db} is mapped twice");
+        }
+    }
+    Ok(m)
+}
+
+/// A namespace token: literal, `env:VAR` or `file:PATH` (keeps it out of `ps`).
+fn token(spec: &str) -> anyhow::Result<String> {
+    if let Some(var) = spec.strip_prefix("env:") {
+        std::env::var(var).map_err(|_| anyhow!("--namespace-map: the variable {var} is not set"))
+    } else if let Some(path) = spec.strip_prefix("file:") {
+        let t = std::fs::read_to_string(path).with_context(|| format!("--namespace-map: cannot read {path}"))?;
+        Ok(t.trim_end_matches(['\n', '\r']).to_string())
+    } else {
+        Ok(spec.to_string())
+    }
+}
+
+/// Works out where each selected shard goes, refusing ambiguous or lossy setups.
+fn destinations(
+    a: &Args,
+    snap: &Snapshot,
+    shards: &[usize],
+    target: Option<(&Endpoint, &Server)>,
+) -> anyhow::Result<Vec<Dest>> {
+    let dbs: std::collections::BTreeSet<u32> = shards.iter().map(|&i| snap.manifest.shards[i].db).collect();
+    let db_map = parse_map("--db-map", a.db_map.as_deref())?;
+    let ns_map = parse_map("--namespace-map", a.namespace_map.as_deref())?;
+    let prefix_map = parse_map("--prefix-map", a.prefix_map.as_deref())?;
+    let kvrocks = target.is_some_and(|(_, s)| s.kind == ServerKind::Kvrocks);
+    let mapped = !db_map.is_empty() || !ns_map.is_empty();
+    if dbs.len() > 1 && !mapped {
+        let list: Vec<String> = dbs.iter().map(u32::to_string).collect();
+        bail!(
+            "the snapshot holds databases {}: say where each goes with {} (e.g. {}), or import one with --shard",
+            list.join(", "),
+            if kvrocks {
+                "--namespace-map (Kvrocks ignores SELECT, so databases would merge)"
+            } else {
+                "--db-map"
+            },
+            dbs.iter()
+                .map(|d| format!("{d}={}", if kvrocks { format!("TOKEN{d}") } else { d.to_string() }))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    for (flag, m) in [("--db-map", &db_map), ("--namespace-map", &ns_map)] {
+        if let Some(d) = dbs.iter().find(|d| !m.is_empty() && !m.contains_key(d)) {
+            bail!("{flag}: the snapshot's database {d} is not mapped; map it, or leave it out with --shard");
+        }
+    }
+    if kvrocks && db_map.values().any(|v| v != "0") {
+        bail!("--db-map: the target is Kvrocks, which ignores SELECT (up to 2.14) and would merge the databases; map databases to namespaces with --namespace-map DB=TOKEN");
+    }
+    let mut out = Vec::new();
+    let mut seen: BTreeMap<(String, Vec<u8>), u32> = BTreeMap::new();
+    for &i in shards {
+        let db = snap.manifest.shards[i].db;
+        let prefix = prefix_map.get(&db).cloned().unwrap_or_default().into_bytes();
+        let (endpoint, keyspace, describe_to, to_db) = match target {
+            None => {
+                let to = match db_map.get(&db) {
+                    Some(v) => v
+                        .parse()
+                        .map_err(|_| anyhow!("--db-map: {v:?} is not a database number"))?,
+                    None => db,
+                };
+                (
+                    Endpoint::plain("resp"),
+                    format!("db {to}"),
+                    format!("db {to}"),
+                    Some(to),
+                )
+            }
+            Some((ep, server)) => {
+                if let Some(t) = ns_map.get(&db) {
+                    // Namespaces isolate keyspaces on Kvrocks only; elsewhere a token is just a
+                    // password, and every mapped database lands in the same keyspace.
+                    let keyspace = if kvrocks {
+                        format!("namespace of db {db}")
+                    } else {
+                        "db 0".into()
+                    };
+                    (
+                        ep.with_token(token(t)?),
+                        keyspace,
+                        format!("the namespace whose token is mapped to db {db}"),
+                        None,
+                    )
+                } else {
+                    let to = match db_map.get(&db) {
+                        Some(v) => v
+                            .parse()
+                            .map_err(|_| anyhow!("--db-map: {v:?} is not a database number"))?,
+                        None => db,
+                    };
+                    if !kvrocks && !server.databases.contains(&to) {
+                        bail!(
+                            "{}: has no database {to} (it has {}); map db {db} elsewhere with --db-map",
+                            server.name,
+                            server.databases.len()
+                        );
+                    }
+                    let keyspace = if kvrocks { "db 0".into() } else { format!("db {to}") };
+                    (ep.clone(), keyspace.clone(), keyspace, (!kvrocks).then_some(to))
+                }
+            }
+        };
+        if let Some(other) = seen.insert((keyspace.clone(), prefix.clone()), db) {
+            if other != db {
+                bail!(
+                    "databases {other} and {db} would both be written to {keyspace}{}: their keys would merge. Map them apart, or give them different prefixes with --prefix-map",
+                    if prefix.is_empty() { String::new() } else { format!(" with prefix {:?}", String::from_utf8_lossy(&prefix)) }
+                );
+            }
+        }
+        let name = target.map_or_else(|| "RESP".to_string(), |(_, s)| s.name.clone());
+        let describe = format!(
+            "{name} {describe_to}{}",
+            if prefix.is_empty() {
+                String::new()
+            } else {
+                format!(" prefix {:?}", String::from_utf8_lossy(&prefix))
+            }
+        );
+        out.push(Dest {
+            lane: LaneConf {
+                endpoint,
+                db: to_db,
+                skip_existing: a.conflict == Conflict::Skip,
+            },
+            prefix,
+            describe,
+        });
+    }
+    Ok(out)
+}
+
+/// Glob-escapes `p` for SCAN MATCH.
+fn glob_escape(p: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(p.len() + 1);
+    for &b in p {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// `--conflict fail`: one key of the destination, if it holds any (under its prefix).
+fn first_key(d: &Dest) -> anyhow::Result<Option<Vec<u8>>> {
+    let mut lane = Lane::open(&d.lane)?;
+    let conn = lane.conn();
+    let mut pattern = glob_escape(&d.prefix);
+    pattern.push(b'*');
+    let mut cursor = "0".to_string();
+    // A bounded look: a non-empty keyspace shows a key within the first pages.
+    for _ in 0..1000 {
+        let (next, keys): (String, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(&cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn)
+            .with_context(|| format!("{}: SCAN", d.describe))?;
+        if let Some(k) = keys.into_iter().next() {
+            return Ok(Some(k));
+        }
+        if next == "0" {
+            return Ok(None);
+        }
+        cursor = next;
+    }
+    Ok(None)
+}
+
+/// The check of every file before writing (issue 4: refuse before writing anything when a file
+/// is inconsistent, naming the file and block).
+fn precheck(a: &Args) -> anyhow::Result<CheckReport> {
+    eprintln!("checking every block of {} before writing...", a.snapshot.display());
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+    Ok(check::check(&a.snapshot, threads, &mut |_| {}))
+}
+
+pub fn run(a: Args) -> anyhow::Result<i32> {
+    let snap = Snapshot::open(&a.snapshot).with_context(|| format!("{}", a.snapshot.display()))?;
+    let shards: Vec<usize> = if a.shards.is_empty() {
+        (0..snap.manifest.shards.len()).collect()
+    } else {
+        a.shards
+            .iter()
+            .map(|id| {
+                snap.manifest.shards.iter().position(|s| &s.id == id).ok_or_else(|| {
+                    anyhow!(
+                        "--shard {id}: the snapshot has no such shard (it has {})",
+                        snap.manifest
+                            .shards
+                            .iter()
+                            .map(|s| s.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    // Empty shards (an export writes one per database, SERVERS.md's 16 Redis databases
+    // included) have nothing to write and need no mapping.
+    let empty = shards.iter().filter(|&&i| snap.manifest.shards[i].keys == 0).count();
+    let shards: Vec<usize> = shards
+        .into_iter()
+        .filter(|&i| snap.manifest.shards[i].keys > 0)
+        .collect();
+    if empty > 0 {
+        eprintln!("{empty} empty shards: nothing to import from them");
+    }
+    let mut lost_files = Vec::new();
+    if !a.no_check {
+        let report = precheck(&a)?;
+        let problems: Vec<&String> = report
+            .snapshot_problems
+            .iter()
+            .chain(report.files.iter().flat_map(|f| &f.problems))
+            .collect();
+        if !problems.is_empty() {
+            if !a.skip_corrupt_blocks || !report.snapshot_problems.is_empty() {
+                let shown: Vec<String> = problems.iter().take(10).map(|p| format!("  {p}")).collect();
+                bail!(
+                    "the snapshot is damaged; nothing was written:\n{}{}\nCopy the damaged files again (kvferry check lists them), or add --skip-corrupt-blocks to import the rest and list what is lost.",
+                    shown.join("\n"),
+                    if problems.len() > 10 { format!("\n  ... and {} more", problems.len() - 10) } else { String::new() }
+                );
+            }
+            for f in report.files.iter().filter(|f| !f.ok()) {
+                lost_files.push(format!(
+                    "{}: blocks {:?} are damaged and will be skipped",
+                    f.file.display(),
+                    f.bad_blocks
+                ));
+                eprintln!(
+                    "warning: {}: damaged blocks {:?} will be skipped (--skip-corrupt-blocks)",
+                    f.file.display(),
+                    f.bad_blocks
+                );
+            }
+        }
+        let multi: u64 = report.files.iter().map(|f| f.multi_type_keys).sum();
+        if multi > 0 && a.multi_type == MultiType::Fail {
+            let examples: Vec<&String> = report
+                .files
+                .iter()
+                .flat_map(|f| &f.multi_type_examples)
+                .take(10)
+                .collect();
+            bail!(
+                "the snapshot holds {multi} occurrences of keys that the source (Pika <= 3.5) stored under several types, e.g. {}; Kvrocks and Redis hold one type per key. Choose: --multi-type first (write the first type, list the others) or --multi-type suffix (write the others as KEY:TYPE). Nothing was written.",
+                examples.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    if let Some(path) = &a.resp {
+        return run_resp(&a, &snap, &shards, path);
+    }
+    let url = a.target.clone().expect("BUG: clap requires --target without --resp");
+    let endpoint = a.connect.endpoints(std::slice::from_ref(&url))?.remove(0);
+    // With namespaces and no admin password, the first token opens the first connection.
+    let first_token = parse_map("--namespace-map", a.namespace_map.as_deref())?
+        .values()
+        .next()
+        .map(|t| token(t))
+        .transpose()?;
+    let probe = match first_token {
+        Some(t) if !endpoint.has_password() => endpoint.with_token(t),
+        _ => endpoint.clone(),
+    };
+    let mut conn = connect(&probe, Duration::from_secs(10))?;
+    let server = describe(&endpoint.name(), &mut conn)?;
+    let cluster: String = redis::cmd("INFO").arg("cluster").query(&mut conn).unwrap_or_default();
+    if cluster.lines().any(|l| l.trim() == "cluster_enabled:1") {
+        bail!("{}: is a cluster node; importing into a cluster is not supported yet. Import into a standalone server, or write --resp and load it per node", server.name);
+    }
+    drop(conn);
+    eprintln!("{}: {} (target)", server.name, server.software());
+    let dests = destinations(&a, &snap, &shards, Some((&endpoint, &server)))?;
+    let dialect = Dialect::for_server(&server.kind, &server.version);
+    let state_dir = StateDir::new(a.state.clone().unwrap_or_else(|| {
+        let safe: String = server
+            .name
+            .split_once("://")
+            .map_or(server.name.as_str(), |(_, h)| h)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        a.snapshot.join(format!(".import-{safe}"))
+    }));
+    let options = Options {
+        target: server.name.clone(),
+        shards: shards.iter().map(|&i| snap.manifest.shards[i].id.clone()).collect(),
+        destinations: dests.iter().map(|d| d.describe.clone()).collect(),
+        conflict: format!("{:?}", a.conflict).to_lowercase(),
+        multi_type: format!("{:?}", a.multi_type).to_lowercase(),
+        skip_corrupt_blocks: a.skip_corrupt_blocks,
+    };
+    let previous = state_dir.read_run()?;
+    let mut shard_states = BTreeMap::new();
+    let resuming = match (&previous, a.resume) {
+        (Some(run), true) => {
+            run.check_same(&options, snap.manifest.created_unix_ms, &state_dir.dir)?;
+            for &i in &shards {
+                let id = &snap.manifest.shards[i].id;
+                if let Some(s) = state_dir.load_shard(id)? {
+                    shard_states.insert(i, s);
+                }
+            }
+            true
+        }
+        (Some(_), false) if !a.dry_run => {
+            let unfinished = shards.iter().any(|&i| {
+                !state_dir
+                    .load_shard(&snap.manifest.shards[i].id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|s| s.done)
+            });
+            if unfinished {
+                bail!(
+                    "{}: an unfinished import of this snapshot into {} is recorded there; add --resume to continue it, or remove the directory to start over",
+                    state_dir.dir.display(),
+                    server.name
+                );
+            }
+            false
+        }
+        (None, true) => {
+            eprintln!(
+                "{}: no checkpoint: starting the import from the beginning",
+                state_dir.dir.display()
+            );
+            false
+        }
+        _ => false,
+    };
+    if shards.iter().all(|i| shard_states.get(i).is_some_and(|s| s.done)) && resuming {
+        eprintln!("the import into {} is complete already; nothing to resume", server.name);
+        return Ok(0);
+    }
+    if a.conflict == Conflict::Fail && !resuming {
+        let mut checked = std::collections::BTreeSet::new();
+        for d in &dests {
+            if !checked.insert(d.describe.clone()) {
+                continue;
+            }
+            if let Some(k) = first_key(d)? {
+                bail!(
+                    "{}: already holds keys (e.g. {:?}); a first migration needs an empty target. Use --conflict replace to overwrite keys that exist, or --conflict skip to keep them. Nothing was written.",
+                    d.describe,
+                    crate::format::record::Lossy(&k)
+                );
+            }
+        }
+    }
+    if a.dry_run {
+        for (&i, d) in shards.iter().zip(&dests) {
+            let e = &snap.manifest.shards[i];
+            println!("{} ({} keys, db {}) -> {}", e.id, e.keys, e.db, d.describe);
+        }
+        println!("dry run: the snapshot is whole, the target answers, the mapping and conflict rules hold; nothing was written");
+        return Ok(0);
+    }
+    if !resuming {
+        state_dir.start(&RunState {
+            kvferry: env!("CARGO_PKG_VERSION").into(),
+            snapshot_created_unix_ms: snap.manifest.created_unix_ms,
+            started_unix_ms: crate::util::now_ms(),
+            options,
+        })?;
+    }
+    let throttle = Throttle::new(a.max_ops_per_sec);
+    let stop = AtomicBool::new(false);
+    let ctx = shard::Ctx {
+        snap: &snap,
+        dialect,
+        del_first: a.conflict != Conflict::Skip,
+        multi: a.multi_type,
+        connections: a.connections as usize,
+        pipeline: a.pipeline as usize,
+        batch_bytes: 4 << 20,
+        skip_corrupt: a.skip_corrupt_blocks,
+        throttle: &throttle,
+        stop: &stop,
+        fail_fast: a.fail_fast,
+        checkpoint_every: Duration::from_secs_f64(a.checkpoint_secs.max(0.05)),
+        state: Some(&state_dir),
+        decode_threads: 2,
+    };
+    let names: Vec<String> = shards.iter().map(|&i| snap.manifest.shards[i].id.clone()).collect();
+    let progress = Progress::start(a.progress, names);
+    let mut outcomes = Vec::new();
+    let mut error = None;
+    for (n, (&i, d)) in shards.iter().zip(&dests).enumerate() {
+        let task = progress.task(n);
+        let from = shard_states.get(&i);
+        if from.is_some_and(|s| s.done) {
+            task.start(Some(snap.manifest.shards[i].keys));
+            task.add(from.map_or(0, |s| s.counts.keys()), 0);
+            task.finish(true);
+            outcomes.push((i, d, done_outcome(from.expect("BUG: checked"))));
+            continue;
+        }
+        let lanes = vec![d.lane.clone(); ctx.connections];
+        match shard::run(&ctx, i, d, Output::Lanes(lanes), from, &task) {
+            Ok(o) => {
+                task.finish(true);
+                outcomes.push((i, d, o));
+            }
+            Err(e) => {
+                task.finish(false);
+                error = Some(e.context(format!("shard {} -> {}", snap.manifest.shards[i].id, d.describe)));
+                break;
+            }
+        }
+    }
+    progress.stop();
+    let failed = summary(&snap, &outcomes, &lost_files)?;
+    if let Some(path) = &a.report {
+        report(path, &snap, &server.name, &outcomes, error.as_ref())?;
+    }
+    if let Some(e) = error {
+        return Err(e.context(format!(
+            "the import is unfinished; its checkpoint is in {}: fix the cause and run the same command with --resume",
+            state_dir.dir.display()
+        )));
+    }
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+fn done_outcome(s: &state::ShardState) -> ShardOutcome {
+    ShardOutcome {
+        counts: s.counts.clone(),
+        seconds: 0.0,
+        resumed: true,
+        reconnects: 0,
+        restarts: 0,
+        lost: Vec::new(),
+    }
+}
+
+/// `--resp FILE`: the same commands, written to a file for `redis-cli --pipe`.
+fn run_resp(a: &Args, snap: &Snapshot, shards: &[usize], path: &std::path::Path) -> anyhow::Result<i32> {
+    let dests = destinations(a, snap, shards, None)?;
+    let w: Box<dyn Write + Send> = if path.as_os_str() == "-" {
+        Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
+    } else {
+        Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?,
+        ))
+    };
+    let w = Mutex::new(w);
+    let throttle = Throttle::new(None);
+    let stop = AtomicBool::new(false);
+    let ctx = shard::Ctx {
+        snap,
+        dialect: Dialect::REDIS,
+        del_first: true,
+        multi: a.multi_type,
+        connections: 1,
+        pipeline: 1000,
+        batch_bytes: 4 << 20,
+        skip_corrupt: a.skip_corrupt_blocks,
+        throttle: &throttle,
+        stop: &stop,
+        fail_fast: false,
+        checkpoint_every: Duration::from_secs(3600),
+        state: None,
+        decode_threads: 2,
+    };
+    let progress = Progress::start(
+        if path.as_os_str() == "-" {
+            Mode::None
+        } else {
+            a.progress
+        },
+        shards.iter().map(|&i| snap.manifest.shards[i].id.clone()).collect(),
+    );
+    let mut outcomes = Vec::new();
+    for (n, (&i, d)) in shards.iter().zip(&dests).enumerate() {
+        if let Some(db) = d.lane.db {
+            let mut sel = Vec::new();
+            crate::target::resp::pack(&mut sel, &[b"SELECT", db.to_string().as_bytes()]);
+            w.lock().unwrap_or_else(|e| e.into_inner()).write_all(&sel)?;
+        }
+        let task = progress.task(n);
+        let o = shard::run(&ctx, i, d, Output::Resp(&w), None, &task)?;
+        task.finish(true);
+        outcomes.push((i, d, o));
+    }
+    progress.stop();
+    w.into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .flush()
+        .context("--resp: cannot write")?;
+    if path.as_os_str() != "-" {
+        summary(snap, &outcomes, &[])?;
+    }
+    Ok(0)
+}
+
+fn types(m: &BTreeMap<String, u64>) -> String {
+    let total: u64 = m.values().sum();
+    if m.is_empty() {
+        return "0".into();
+    }
+    let parts: Vec<String> = m.iter().map(|(t, n)| format!("{t} {n}")).collect();
+    format!("{total} [{}]", parts.join(", "))
+}
+
+/// Prints the summary; returns the number of failed keys (and lost blocks).
+fn summary(snap: &Snapshot, outcomes: &[(usize, &Dest, ShardOutcome)], lost_files: &[String]) -> anyhow::Result<u64> {
+    let mut out = std::io::stdout().lock();
+    let mut total = Counts::default();
+    let mut bad = 0u64;
+    for (i, d, o) in outcomes {
+        let c = &o.counts;
+        let e = &snap.manifest.shards[*i];
+        let rate = if o.seconds > 0.0 {
+            c.bytes as f64 / o.seconds / 1e6
+        } else {
+            0.0
+        };
+        writeln!(
+            out,
+            "{} -> {}: written {}, expired {}, skipped {}, failed {}, {:.1}s, {rate:.1} MB/s{}",
+            e.id,
+            d.describe,
+            types(&c.written),
+            types(&c.expired),
+            types(&c.skipped),
+            types(&c.failed),
+            o.seconds,
+            if o.resumed { " (resumed)" } else { "" }
+        )?;
+        if o.reconnects > 0 {
+            writeln!(
+                out,
+                "  reconnected {} times and resent what was unacknowledged; the target restarted {} times{}",
+                o.reconnects,
+                o.restarts,
+                if o.restarts > 0 {
+                    ": if it did not save before restarting, acknowledged writes may be lost; run kvferry verify"
+                } else {
+                    ""
+                }
+            )?;
+        }
+        const SHOWN: usize = 20;
+        for (what, list) in [
+            ("FAILED", &c.failed_keys),
+            ("multi-type", &c.multi_type),
+            ("Pika HyperLogLog", &c.pika_hll),
+            ("skipped", &c.skipped_keys),
+        ] {
+            for p in list.iter().take(SHOWN) {
+                writeln!(out, "  {what} {}: {}", p.key, p.reason)?;
+            }
+            if list.len() > SHOWN {
+                writeln!(
+                    out,
+                    "  ... and {} more {what} keys (all in --report)",
+                    list.len() - SHOWN
+                )?;
+            }
+        }
+        for l in &o.lost {
+            writeln!(out, "  LOST {l}")?;
+        }
+        bad += o.lost.len() as u64;
+        total.merge(c);
+    }
+    for l in lost_files {
+        writeln!(out, "  {l}")?;
+    }
+    let failed = total.failed_total();
+    writeln!(
+        out,
+        "total: written {}, expired {}, skipped {}, failed {failed}",
+        types(&total.written),
+        types(&total.expired),
+        types(&total.skipped)
+    )?;
+    Ok(failed + bad)
+}
+
+fn report(
+    path: &std::path::Path,
+    snap: &Snapshot,
+    target: &str,
+    outcomes: &[(usize, &Dest, ShardOutcome)],
+    error: Option<&anyhow::Error>,
+) -> anyhow::Result<()> {
+    let shards: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|(i, d, o)| {
+            serde_json::json!({
+                "shard": snap.manifest.shards[*i].id,
+                "destination": d.describe,
+                "written": o.counts.written,
+                "expired": o.counts.expired,
+                "skipped": o.counts.skipped,
+                "failed": o.counts.failed,
+                "bytes": o.counts.bytes,
+                "seconds": o.seconds,
+                "resumed": o.resumed,
+                "reconnects": o.reconnects,
+                "target_restarts": o.restarts,
+                "failed_keys": o.counts.failed_keys,
+                "skipped_keys": o.counts.skipped_keys,
+                "multi_type": o.counts.multi_type,
+                "pika_hll": o.counts.pika_hll,
+                "lost": o.lost,
+                "unlisted": o.counts.unlisted,
+            })
+        })
+        .collect();
+    let v = serde_json::json!({
+        "snapshot": snap.dir,
+        "target": target,
+        "complete": error.is_none(),
+        "error": error.map(|e| format!("{e:#}")),
+        "shards": shards,
+    });
+    std::fs::write(path, serde_json::to_vec_pretty(&v)?)
+        .with_context(|| format!("{}: cannot write the report", path.display()))
+}

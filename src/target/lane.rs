@@ -1,0 +1,410 @@
+//! A pipelined write connection to the target (issue 4, "Fast" and "Faults and resume"): it
+//! sends a batch of commands in one write, counts one reply per command, and, when the
+//! connection is lost, reconnects with backoff and resends what was not acknowledged: never
+//! assumed. Kvrocks answers a protocol error and closes the connection, dropping the rest of
+//! the pipeline (SERVERS.md); those commands are unacknowledged, so they are resent.
+//!
+//! Resending is exact: DEL, SET, SETRANGE, HSET, SADD, ZADD, XSETID and the expiry give the same
+//! result twice; RPUSH would duplicate elements, so before resending pushes to a list whose
+//! start was acknowledged, LLEN says how many of them the server did run; a resent XADD or
+//! XGROUP CREATE that the server already ran fails harmlessly, and that failure is success.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use redis::Value;
+
+use super::build::{Op, WCmd};
+use super::track::{Counts, Outcome, Tracker};
+use crate::endpoint::Endpoint;
+use crate::format::KeyType;
+use crate::progress::Task;
+use crate::source::throttle::Throttle;
+
+/// How long to keep trying to reconnect before giving up.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// One key occurrence being written, shared by its commands.
+#[derive(Debug)]
+pub struct KeyTag {
+    /// The key as written (with a prefix or suffix where the mapping adds one).
+    pub name: Vec<u8>,
+    pub ty: KeyType,
+    /// Raw bytes of its records so far (for rates).
+    pub bytes: AtomicU64,
+    /// The first error: command and server reply.
+    failed: Mutex<Option<String>>,
+    /// Elements of RPUSH acknowledged so far.
+    pushed: AtomicU64,
+    /// `--conflict skip`: the key existed and is left alone.
+    skip: AtomicBool,
+    /// `--conflict skip`: whether the key was checked yet.
+    checked: AtomicBool,
+}
+
+impl KeyTag {
+    pub fn new(name: Vec<u8>, ty: KeyType) -> KeyTag {
+        KeyTag {
+            name,
+            ty,
+            bytes: AtomicU64::new(0),
+            failed: Mutex::new(None),
+            pushed: AtomicU64::new(0),
+            skip: AtomicBool::new(false),
+            checked: AtomicBool::new(false),
+        }
+    }
+
+    /// Records the key's first error.
+    pub fn fail(&self, why: String) {
+        let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if f.is_none() {
+            *f = Some(why);
+        }
+    }
+
+    /// What became of the key, once its last command was answered.
+    fn outcome(self: &Arc<Self>) -> Outcome {
+        let k = self.clone();
+        Box::new(move |c: &mut Counts| {
+            let failed = k.failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(why) = failed {
+                c.failed(k.ty, &k.name, why);
+            } else if k.skip.load(Relaxed) {
+                c.skipped(k.ty, &k.name, Some("existed on the target (--conflict skip)".into()));
+            } else {
+                c.written(k.ty, k.bytes.load(Relaxed));
+            }
+        })
+    }
+}
+
+/// One command on its way, with what it belongs to.
+pub struct Item {
+    pub cmd: WCmd,
+    pub key: Arc<KeyTag>,
+    /// The block of the shard it came from.
+    pub seq: u64,
+    /// The key's first command / last command.
+    pub first: bool,
+    pub last: bool,
+}
+
+/// Where and how a lane connects.
+#[derive(Clone, Debug)]
+pub struct LaneConf {
+    pub endpoint: Endpoint,
+    /// SELECT this database after connecting (None: leave the connection's database alone,
+    /// e.g. Kvrocks, which ignores SELECT, SERVERS.md).
+    pub db: Option<u32>,
+    /// `--conflict skip`: check EXISTS before a key's first command.
+    pub skip_existing: bool,
+}
+
+/// What all lanes of a run share.
+pub struct Shared<'a> {
+    pub tracker: &'a Tracker,
+    pub throttle: &'a Throttle,
+    pub task: &'a Task,
+    /// Set to stop early (`--fail-fast`, or another error).
+    pub stop: &'a AtomicBool,
+    pub fail_fast: bool,
+    pub reconnects: &'a AtomicU64,
+    pub restarts: &'a AtomicU64,
+    /// The first failed key, for `--fail-fast`.
+    pub first_failure: &'a Mutex<Option<String>>,
+}
+
+pub struct Lane {
+    conf: LaneConf,
+    name: String,
+    conn: redis::Connection,
+    run_id: Option<String>,
+}
+
+fn run_id(conn: &mut redis::Connection) -> Option<String> {
+    let info: String = redis::cmd("INFO").arg("server").query(conn).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:").map(|v| v.trim().to_string()))
+}
+
+fn connection_lost(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+}
+
+impl Lane {
+    pub fn open(conf: &LaneConf) -> anyhow::Result<Lane> {
+        let name = conf.endpoint.name();
+        let conn = Lane::connect(conf, Duration::from_secs(10))?;
+        let mut lane = Lane {
+            conf: conf.clone(),
+            name,
+            conn,
+            run_id: None,
+        };
+        lane.run_id = run_id(&mut lane.conn);
+        Ok(lane)
+    }
+
+    fn connect(conf: &LaneConf, timeout: Duration) -> anyhow::Result<redis::Connection> {
+        let name = conf.endpoint.name();
+        let mut conn = crate::source::conn::connect(&conf.endpoint, timeout)?;
+        // Replies to big batches may take a while; a dead server is found by the read timeout.
+        conn.set_read_timeout(Some(Duration::from_secs(120))).ok();
+        let _ = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg("kvferry-import")
+            .query::<()>(&mut conn);
+        if let Some(db) = conf.db {
+            redis::cmd("SELECT")
+                .arg(db)
+                .query::<()>(&mut conn)
+                .with_context(|| format!("{name}: SELECT {db}"))?;
+        }
+        Ok(conn)
+    }
+
+    /// A plain connection, for checks before writing.
+    pub fn conn(&mut self) -> &mut redis::Connection {
+        &mut self.conn
+    }
+
+    /// Reconnects with backoff (0.1 s doubling to 5 s, for up to 2 minutes); true when the
+    /// server restarted meanwhile (its run_id changed).
+    fn recover(&mut self) -> anyhow::Result<bool> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match Lane::connect(&self.conf, Duration::from_secs(5)) {
+                Ok(mut conn) => {
+                    let id = run_id(&mut conn);
+                    let restarted = id.is_none() || id != self.run_id;
+                    (self.conn, self.run_id) = (conn, id);
+                    return Ok(restarted);
+                }
+                Err(e) if started.elapsed() + delay > PATIENCE => {
+                    return Err(anyhow!(
+                        "{}: lost the connection and could not reconnect within {} s: {e:#}",
+                        self.name,
+                        PATIENCE.as_secs()
+                    ));
+                }
+                Err(_) => {
+                    std::thread::sleep(delay); // backoff between attempts
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Sends `cmds` in one write and reads their replies into `replies`; on a lost connection,
+    /// returns the error with `replies` holding those that did arrive.
+    fn exchange<'c>(
+        &mut self,
+        cmds: impl Iterator<Item = &'c [u8]>,
+        buf: &mut Vec<u8>,
+        replies: &mut Vec<Value>,
+    ) -> Result<(), redis::RedisError> {
+        buf.clear();
+        let mut n = 0;
+        for c in cmds {
+            buf.extend_from_slice(c);
+            n += 1;
+        }
+        replies.clear();
+        self.conn.send_packed_command(buf)?;
+        for _ in 0..n {
+            replies.push(self.conn.recv_response()?);
+        }
+        Ok(())
+    }
+
+    /// Writes batches from `rx` until it closes; acknowledges every command to the tracker.
+    pub fn work(mut self, rx: std::sync::mpsc::Receiver<Vec<Item>>, sh: &Shared) -> anyhow::Result<()> {
+        let mut buf = Vec::new();
+        let mut replies = Vec::new();
+        let mut acks = Vec::new();
+        for batch in rx {
+            let mut items = batch;
+            if self.conf.skip_existing {
+                self.check_existing(&items, &mut buf, &mut replies, sh)?;
+            }
+            // Keys left alone are acknowledged without sending.
+            items.retain_mut(|it| {
+                if !it.key.skip.load(Relaxed) {
+                    return true;
+                }
+                acks.push((it.seq, it.last.then(|| it.key.outcome())));
+                false
+            });
+            let mut resent = false;
+            loop {
+                if !items.is_empty() {
+                    sh.throttle.take(items.len() as u64);
+                }
+                let r = self.exchange(items.iter().map(|i| i.cmd.bytes.as_slice()), &mut buf, &mut replies);
+                let answered = replies.len();
+                for (it, v) in items.iter().zip(replies.drain(..)) {
+                    self.answer(it, v, resent, sh);
+                    acks.push((it.seq, it.last.then(|| it.key.outcome())));
+                }
+                items.drain(..answered);
+                sh.task.add(acks.iter().filter(|(_, o)| o.is_some()).count() as u64, 0);
+                sh.tracker.ack(&mut acks);
+                match r {
+                    Ok(()) => break,
+                    Err(e) if connection_lost(&e) || e.kind() == redis::ErrorKind::ParseError => {
+                        self.resume_after_loss(&mut items, sh, &e)?;
+                        resent = true;
+                    }
+                    Err(e) => return Err(anyhow!("{}: {e}", self.name)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `--conflict skip`: asks EXISTS for the keys that start in this batch; those that exist
+    /// are left alone, with all their commands.
+    fn check_existing(
+        &mut self,
+        items: &[Item],
+        buf: &mut Vec<u8>,
+        replies: &mut Vec<Value>,
+        sh: &Shared,
+    ) -> anyhow::Result<()> {
+        let fresh: Vec<&Arc<KeyTag>> = items
+            .iter()
+            .filter(|i| i.first && !i.key.checked.load(Relaxed))
+            .map(|i| &i.key)
+            .collect();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let cmds: Vec<Vec<u8>> = fresh
+            .iter()
+            .map(|k| {
+                let mut c = Vec::new();
+                super::resp::pack(&mut c, &[b"EXISTS", &k.name]);
+                c
+            })
+            .collect();
+        loop {
+            sh.throttle.take(cmds.len() as u64);
+            match self.exchange(cmds.iter().map(Vec::as_slice), buf, replies) {
+                Ok(()) => break,
+                Err(e) if connection_lost(&e) => {
+                    self.note_recovery(sh)?;
+                }
+                Err(e) => return Err(anyhow!("{}: EXISTS: {e}", self.name)),
+            }
+        }
+        for (k, v) in fresh.iter().zip(replies.drain(..)) {
+            match v {
+                Value::Int(n) => k.skip.store(n > 0, Relaxed),
+                other => return Err(anyhow!("{}: EXISTS answered {other:?}", self.name)),
+            }
+            k.checked.store(true, Relaxed);
+        }
+        Ok(())
+    }
+
+    fn note_recovery(&mut self, sh: &Shared) -> anyhow::Result<()> {
+        let restarted = self.recover()?;
+        sh.reconnects.fetch_add(1, Relaxed);
+        if restarted {
+            sh.restarts.fetch_add(1, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// After a lost connection: reconnects, then drops the pushes that the server ran although
+    /// their replies were lost (LLEN tells), so that resending `items` duplicates nothing.
+    fn resume_after_loss(
+        &mut self,
+        items: &mut Vec<Item>,
+        sh: &Shared,
+        cause: &redis::RedisError,
+    ) -> anyhow::Result<()> {
+        self.note_recovery(sh).with_context(|| format!("after: {cause}"))?;
+        let mut restarted_keys: Vec<*const KeyTag> = Vec::new();
+        let mut ran: Vec<(*const KeyTag, u64)> = Vec::new();
+        let mut keep = Vec::with_capacity(items.len());
+        let mut acks = Vec::new();
+        for it in items.drain(..) {
+            let ptr = Arc::as_ptr(&it.key);
+            if it.cmd.op == Op::Del {
+                restarted_keys.push(ptr);
+            }
+            if let Op::Push(n) = it.cmd.op {
+                if !restarted_keys.contains(&ptr) {
+                    let extra = match ran.iter_mut().find(|(p, _)| *p == ptr) {
+                        Some((_, e)) => e,
+                        None => {
+                            let len: u64 = redis::cmd("LLEN")
+                                .arg(&it.key.name)
+                                .query(&mut self.conn)
+                                .with_context(|| format!("{}: LLEN after reconnecting", self.name))?;
+                            let acked = it.key.pushed.load(Relaxed);
+                            if len < acked {
+                                it.key.fail(format!(
+                                    "RPUSH: the target lost elements it had acknowledged (LLEN {len}, expected at least {acked}); did it restart without saving? Import this key again with --conflict replace"
+                                ));
+                            }
+                            ran.push((ptr, len.saturating_sub(acked)));
+                            &mut ran.last_mut().expect("BUG: just pushed").1
+                        }
+                    };
+                    if *extra >= n as u64 {
+                        *extra -= n as u64;
+                        it.key.pushed.fetch_add(n as u64, Relaxed);
+                        acks.push((it.seq, it.last.then(|| it.key.outcome())));
+                        continue;
+                    }
+                }
+            }
+            keep.push(it);
+        }
+        sh.tracker.ack(&mut acks);
+        *items = keep;
+        Ok(())
+    }
+
+    fn answer(&self, it: &Item, v: Value, resent: bool, sh: &Shared) {
+        match v {
+            Value::ServerError(e) => {
+                let text = match e.details() {
+                    Some(d) => format!("{} {d}", e.code()),
+                    None => e.code().to_string(),
+                };
+                // A resent XADD or XGROUP CREATE that ran before the connection was lost.
+                let ran_before = text.contains("equal or smaller")
+                    || text.starts_with("BUSYGROUP")
+                    || text.contains("already exists");
+                if resent && it.cmd.op == Op::OnceOnly && ran_before {
+                    return;
+                }
+                let why = format!("{}: {text}", it.cmd.name);
+                if sh.fail_fast {
+                    let mut f = sh.first_failure.lock().unwrap_or_else(|e| e.into_inner());
+                    if f.is_none() {
+                        *f = Some(format!("{:?}: {why}", crate::format::record::Lossy(&it.key.name)));
+                    }
+                    sh.stop.store(true, Relaxed);
+                }
+                it.key.fail(why);
+            }
+            _ => {
+                if let Op::Push(n) = it.cmd.op {
+                    it.key.pushed.fetch_add(n as u64, Relaxed);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The target side: turning records into write commands ([`build`], [`resp`]) and writing them
+//! through pipelined connections ([`lane`]) whose acknowledgements a [`track::Tracker`] counts
+//! per block, for checkpoints. It knows nothing of files or snapshots.
+
+pub mod build;
+pub mod lane;
+pub mod resp;
+pub mod track;

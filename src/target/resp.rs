@@ -1,0 +1,92 @@
+//! RESP encoding of the commands kvferry writes, and the text form of zset scores.
+
+/// Appends one command, a RESP array of bulk strings, to `out`.
+pub fn pack(out: &mut Vec<u8>, args: &[&[u8]]) {
+    out.push(b'*');
+    out.extend_from_slice(args.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for a in args {
+        bulk(out, a);
+    }
+}
+
+/// Appends the header of a command of `n` arguments; the arguments follow with [`bulk`].
+pub fn header(out: &mut Vec<u8>, n: usize) {
+    out.push(b'*');
+    out.extend_from_slice(n.to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends one bulk string.
+pub fn bulk(out: &mut Vec<u8>, a: &[u8]) {
+    out.push(b'$');
+    out.extend_from_slice(a.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(a);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The size of `a` as a bulk string.
+pub fn bulk_len(a: usize) -> usize {
+    a + 5 + decimal_len(a)
+}
+
+fn decimal_len(mut n: usize) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+/// A score as text that every server parses back to the identical double (issue 4): the
+/// shortest representation that round-trips (Rust's float formatting guarantees it, 17
+/// significant digits at most), `-0` kept as `-0.0`, and `inf`, `-inf`, `nan`, which Redis,
+/// Kvrocks and Pika accept (NaN only Pika; the others reject it, see `build`).
+pub fn score(f: f64) -> String {
+    if f.is_nan() {
+        "nan".into()
+    } else if f.is_infinite() {
+        if f > 0.0 { "inf" } else { "-inf" }.into()
+    } else {
+        format!("{f:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_round_trip() {
+        for f in [
+            0.0,
+            -0.0,
+            1.0 / 3.0,
+            0.1,
+            1e300,
+            -1e-300,
+            5e-324,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            123456789.125,
+        ] {
+            let s = score(f);
+            let back: f64 = s.parse().unwrap();
+            assert_eq!(back.to_bits(), f.to_bits(), "{f} -> {s}");
+        }
+        assert_eq!(score(-0.0), "-0.0");
+        assert_eq!(score(f64::INFINITY), "inf");
+        assert_eq!(score(f64::NEG_INFINITY), "-inf");
+    }
+
+    #[test]
+    fn packs_resp() {
+        let mut out = Vec::new();
+        pack(&mut out, &[b"SET", b"k", b""]);
+        assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n");
+        assert_eq!(bulk_len(0), 6);
+        assert_eq!(bulk_len(10), 17);
+    }
+}

@@ -1,0 +1,813 @@
+//! `kvferry import` end to end: redis -> export -> import -> redis, checked key by key (type,
+//! value, TTL), with database mapping, each conflict mode, a corrupt block, per-key errors,
+//! authentication per connection, a target restarted mid-import and a killed import resumed.
+//! Servers are real (tests/support): Kvrocks when `KVFERRY_TEST_KVROCKS` is set, else Redis.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use redis::Commands;
+use serde_json::Value as J;
+use support::{Kind, Server};
+
+fn kvferry(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kvferry")).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Exports every database of `s` into `dir/snap`.
+fn export(s: &Server, dir: &Path) -> String {
+    let out = dir.join("snap").to_string_lossy().into_owned();
+    let o = kvferry(&["export", "--source", &s.url(), "--out", &out, "--progress", "none"]);
+    assert!(o.status.success(), "{}", text(&o));
+    out
+}
+
+fn import(snap: &str, t: &Server, extra: &[&str]) -> Output {
+    let mut args = vec!["import", snap, "--target", &t.url_owned(), "--progress", "none"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    kvferry(&args)
+}
+
+trait UrlOwned {
+    fn url_owned(&self) -> String;
+}
+impl UrlOwned for Server {
+    fn url_owned(&self) -> String {
+        self.url()
+    }
+}
+
+/// A key's type, value (rendered, order-independent where the type is) and expiry.
+#[derive(Debug, PartialEq)]
+struct KeyState {
+    ty: String,
+    value: String,
+    ttl: bool,
+}
+
+fn bytes(v: &[u8]) -> String {
+    format!("{:?}", v.escape_ascii().to_string())
+}
+
+/// Everything in database `db` of `c`, read with plain commands, plus PTTLs.
+fn contents(c: &mut redis::Connection, db: u32) -> (BTreeMap<Vec<u8>, KeyState>, BTreeMap<Vec<u8>, i64>) {
+    let _: () = redis::cmd("SELECT").arg(db).query(c).unwrap();
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(c).unwrap();
+    let mut out = BTreeMap::new();
+    let mut ttls = BTreeMap::new();
+    for k in keys {
+        let ty: String = redis::cmd("TYPE").arg(&k).query(c).unwrap();
+        let value = match ty.as_str() {
+            "string" => bytes(&c.get::<_, Vec<u8>>(&k).unwrap()),
+            "hash" => {
+                let m: BTreeMap<Vec<u8>, Vec<u8>> = c.hgetall(&k).unwrap();
+                m.iter()
+                    .map(|(f, v)| format!("{}={}", bytes(f), bytes(v)))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+            "list" => {
+                let l: Vec<Vec<u8>> = c.lrange(&k, 0, -1).unwrap();
+                l.iter().map(|e| bytes(e)).collect::<Vec<_>>().join(",")
+            }
+            "set" => {
+                let mut s: Vec<Vec<u8>> = c.smembers(&k).unwrap();
+                s.sort();
+                s.iter().map(|e| bytes(e)).collect::<Vec<_>>().join(",")
+            }
+            "zset" => {
+                let z: Vec<(Vec<u8>, String)> = redis::cmd("ZRANGE")
+                    .arg(&k)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
+                    .query(c)
+                    .unwrap();
+                z.iter()
+                    .map(|(m, s)| format!("{}:{s}", bytes(m)))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+            "stream" => {
+                let entries: redis::Value = redis::cmd("XRANGE").arg(&k).arg("-").arg("+").query(c).unwrap();
+                let info: redis::Value = redis::cmd("XINFO").arg("STREAM").arg(&k).arg("FULL").query(c).unwrap();
+                // XINFO FULL holds the groups, consumers and pending entries; drop what
+                // differs by nature (seen-time and delivery times move).
+                let info = format!("{info:?}");
+                let info = regex_lite_strip_times(&info);
+                format!("{entries:?} {info}")
+            }
+            other => panic!("unexpected type {other}"),
+        };
+        let pttl: i64 = redis::cmd("PTTL").arg(&k).query(c).unwrap();
+        ttls.insert(k.clone(), pttl);
+        out.insert(
+            k,
+            KeyState {
+                ty,
+                value,
+                ttl: pttl >= 0,
+            },
+        );
+    }
+    let _: () = redis::cmd("SELECT").arg(0).query(c).unwrap();
+    (out, ttls)
+}
+
+/// Removes the times in XINFO STREAM FULL (seen-time, active-time, delivery times: unix ms,
+/// which move by a few ms between servers); keeps counts, ids and names.
+fn regex_lite_strip_times(s: &str) -> String {
+    let mut out = String::new();
+    let mut skip_next = false;
+    for part in s.split(", ") {
+        let is_time = part
+            .trim_start_matches("array([")
+            .strip_prefix("int(")
+            .and_then(|n| n.trim_end_matches(['(', ')', ']']).parse::<u64>().ok())
+            .is_some_and(|n| n > 1_000_000_000_000);
+        if skip_next || is_time {
+            skip_next = false;
+            out.push_str("<time>, ");
+            continue;
+        }
+        if ["seen-time", "active-time"].iter().any(|t| part.contains(t)) {
+            skip_next = true;
+        }
+        out.push_str(part);
+        out.push_str(", ");
+    }
+    out
+}
+
+/// Asserts that database `from` of `a` and database `to` of `b` hold the same keys, types and
+/// values, and expiries within a minute of each other.
+fn assert_same(a: &Server, from: u32, b: &Server, to: u32) {
+    let (ka, ta) = contents(&mut a.conn(), from);
+    let (kb, tb) = contents(&mut b.conn(), to);
+    assert_eq!(
+        ka.keys().collect::<Vec<_>>(),
+        kb.keys().collect::<Vec<_>>(),
+        "the same keys"
+    );
+    for (k, v) in &ka {
+        assert_eq!(Some(v), kb.get(k), "key {}", bytes(k));
+        if v.ttl {
+            let d = (ta[k] - tb[k]).abs();
+            assert!(d < 60_000, "key {}: PTTL {} vs {}", bytes(k), ta[k], tb[k]);
+        }
+    }
+}
+
+/// Every type and edge case of the export tests: binary keys and members, empty strings, a 1 MB
+/// value, ±inf, -0 and 1/3 scores, TTLs, a stream with a consumer group and a pending entry,
+/// and a second database.
+fn populate(s: &Server) {
+    let mut c = s.conn();
+    let big = "x".repeat(1 << 20);
+    let _: () = c.set("str", "hello").unwrap();
+    let _: () = c.set("empty", "").unwrap();
+    let _: () = c.set(b"\xff\xfebin", b"\x00\xff").unwrap();
+    let _: () = c.set("big", &big).unwrap();
+    let _: () = c.hset_multiple("hash", &[("f1", "v1"), ("f2", "")]).unwrap();
+    let _: () = c.rpush("list", &["a", "b", "a"]).unwrap();
+    let _: () = c.sadd("set", &[b"m1".as_slice(), b"\x80"]).unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg("zset")
+        .arg("-inf")
+        .arg("lo")
+        .arg("-0")
+        .arg("negzero")
+        .arg("0.333333333333333314829616256247390992939472198486328125")
+        .arg("third")
+        .arg("+inf")
+        .arg("hi")
+        .query(&mut c)
+        .unwrap();
+    for id in ["5-1", "5-2", "7-0"] {
+        let _: String = redis::cmd("XADD")
+            .arg("stream")
+            .arg(id)
+            .arg("k")
+            .arg(id)
+            .query(&mut c)
+            .unwrap();
+    }
+    let _: () = redis::cmd("XDEL").arg("stream").arg("5-2").query(&mut c).unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("stream")
+        .arg("g")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("alice")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg("stream")
+        .arg(">")
+        .query(&mut c)
+        .unwrap();
+    let _: () = c.set_ex("ttl", "soon", 3600).unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg("hash-ttl")
+        .arg("f")
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    let _: () = c.expire("hash-ttl", 7200).unwrap();
+    let _: () = redis::cmd("SELECT").arg(3).query(&mut c).unwrap();
+    let _: () = c.set("in-db3", "three").unwrap();
+    let _: () = c.rpush("list", &["other", "db"]).unwrap();
+}
+
+fn report(path: &Path) -> J {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn sum(v: &J) -> u64 {
+    v.as_object()
+        .map_or(0, |m| m.values().map(|n| n.as_u64().unwrap()).sum())
+}
+
+#[test]
+fn round_trip_of_every_type_and_database() {
+    let s = Server::source();
+    populate(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    let t = Server::target();
+    let rep = dir.path().join("import.json");
+    let o = import(&snap, &t, &["--db-map", "0=0,3=5", "--report", rep.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_same(&s, 0, &t, 0);
+    assert_same(&s, 3, &t, 5);
+    let r = report(&rep);
+    let written: u64 = r["shards"].as_array().unwrap().iter().map(|s| sum(&s["written"])).sum();
+    assert_eq!(written, 13, "{r}");
+    assert_eq!(r["complete"], true);
+    // A finished import resumed: nothing to do.
+    let o = import(&snap, &t, &["--db-map", "0=0,3=5", "--resume"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("complete already"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn several_databases_need_a_mapping_that_loses_nothing() {
+    let s = Server::source();
+    populate(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    let t = Server::target();
+    let o = import(&snap, &t, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("holds databases 0, 3") && text(&o).contains("--db-map"),
+        "{}",
+        text(&o)
+    );
+    let o = import(&snap, &t, &["--db-map", "0=1,3=1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("would both be written to db 1"), "{}", text(&o));
+    let o = import(&snap, &t, &["--db-map", "0=1"]);
+    assert!(text(&o).contains("database 3 is not mapped"), "{}", text(&o));
+    let n: u64 = redis::cmd("DBSIZE").query(&mut t.conn()).unwrap();
+    assert_eq!(n, 0, "nothing written by refused runs");
+    // Two databases into one, apart by prefix.
+    let o = import(&snap, &t, &["--db-map", "0=1,3=1", "--prefix-map", "3=db3:"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut c = t.conn();
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut c).unwrap();
+    let l: Vec<String> = c.lrange("db3:list", 0, -1).unwrap();
+    assert_eq!(l, ["other", "db"]);
+    let l: Vec<String> = c.lrange("list", 0, -1).unwrap();
+    assert_eq!(l, ["a", "b", "a"]);
+    // One shard alone needs no mapping.
+    let t2 = Server::target();
+    let o = import(&snap, &t2, &["--shard", "src0-db3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_same(&s, 3, &t2, 3);
+}
+
+#[test]
+fn conflict_modes_on_a_target_that_holds_keys() {
+    let s = Server::source();
+    populate(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    let t = Server::target();
+    let mut c = t.conn();
+    let _: () = c.rpush("list", &["old1", "old2"]).unwrap();
+    let _: () = c.set("str", "old").unwrap();
+    let _: () = c.set("mine", "kept").unwrap();
+    // fail: refuses, writes nothing.
+    let o = import(&snap, &t, &["--shard", "src0-db0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("already holds keys") && text(&o).contains("Nothing was written"),
+        "{}",
+        text(&o)
+    );
+    let n: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(n, 3);
+    // skip: existing keys stay, the rest is written, the skipped are named.
+    let rep = dir.path().join("skip.json");
+    let o = import(
+        &snap,
+        &t,
+        &[
+            "--shard",
+            "src0-db0",
+            "--conflict",
+            "skip",
+            "--report",
+            rep.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let l: Vec<String> = c.lrange("list", 0, -1).unwrap();
+    assert_eq!(l, ["old1", "old2"]);
+    assert_eq!(c.get::<_, String>("str").unwrap(), "old");
+    assert_eq!(c.get::<_, String>("big").unwrap().len(), 1 << 20);
+    let r = report(&rep);
+    let shard = &r["shards"][0];
+    assert_eq!(sum(&shard["skipped"]), 2, "{r}");
+    let named: Vec<&str> = shard["skipped_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(named.len(), 2);
+    assert!(named.contains(&"list") && named.contains(&"str"), "{named:?}");
+    // replace: the snapshot's values win; lists are not appended to; other keys stay.
+    let o = import(&snap, &t, &["--shard", "src0-db0", "--conflict", "replace"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let _: () = c.del("mine").unwrap();
+    assert_same(&s, 0, &t, 0);
+}
+
+#[test]
+fn dry_run_writes_nothing_and_resp_feeds_redis_cli() {
+    let s = Server::source();
+    populate(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    let t = Server::target();
+    let o = import(&snap, &t, &["--db-map", "0=0,3=3", "--dry-run"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("nothing was written"),
+        "{}",
+        text(&o)
+    );
+    let n: u64 = redis::cmd("DBSIZE").query(&mut t.conn()).unwrap();
+    assert_eq!(n, 0);
+    assert!(!Path::new(&snap)
+        .join(format!(".import-127.0.0.1_{}", t.port))
+        .join("import.json")
+        .exists());
+    let resp = dir.path().join("cmds.resp");
+    let o = kvferry(&[
+        "import",
+        &snap,
+        "--db-map",
+        "0=0,3=3",
+        "--resp",
+        resp.to_str().unwrap(),
+        "--progress",
+        "none",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let pipe = Command::new("sh")
+        .arg("-c")
+        .arg(format!("redis-cli -p {} --pipe < {}", t.port, resp.display()))
+        .output()
+        .unwrap();
+    assert!(pipe.status.success(), "{}", text(&pipe));
+    assert!(
+        String::from_utf8_lossy(&pipe.stdout).contains("errors: 0"),
+        "{}",
+        text(&pipe)
+    );
+    assert_same(&s, 0, &t, 0);
+    assert_same(&s, 3, &t, 3);
+}
+
+/// Flips a byte inside the first data block of the snapshot's shard for db 0.
+fn corrupt_first_block(snap: &str) -> PathBuf {
+    let file = Path::new(snap).join("src0-db0.0000.kvf");
+    let mut b = std::fs::read(&file).unwrap();
+    let r = kvferry::format::reader::ShardReader::open(&file).unwrap();
+    let off = r.trailer().blocks[0].offset() as usize + 40;
+    b[off] ^= 0xff;
+    std::fs::write(&file, b).unwrap();
+    file
+}
+
+#[test]
+fn a_corrupt_block_is_refused_before_writing_or_skipped_and_listed() {
+    let s = Server::source();
+    let mut c = s.conn();
+    // Enough keys for several blocks.
+    for i in 0..3000 {
+        let _: () = c.set(format!("k{i:05}"), "v".repeat(1000)).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    let file = corrupt_first_block(&snap);
+    let t = Server::target();
+    let o = import(&snap, &t, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = text(&o);
+    assert!(
+        err.contains("nothing was written") && err.contains(&file.display().to_string()) && err.contains("block 0"),
+        "{err}"
+    );
+    let n: u64 = redis::cmd("DBSIZE").query(&mut t.conn()).unwrap();
+    assert_eq!(n, 0);
+    let rep = dir.path().join("r.json");
+    let o = import(&snap, &t, &["--skip-corrupt-blocks", "--report", rep.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "lost data is not success: {}", text(&o));
+    assert!(
+        text(&o).contains("LOST") && text(&o).contains("block 0"),
+        "{}",
+        text(&o)
+    );
+    let r = report(&rep);
+    let written = sum(&r["shards"][0]["written"]);
+    let n: u64 = redis::cmd("DBSIZE").query(&mut t.conn()).unwrap();
+    assert_eq!(n, written);
+    assert!(
+        written > 0 && written < 3000,
+        "the other blocks are imported: {written}"
+    );
+}
+
+/// Builds a snapshot by hand, with what Redis cannot produce: keys flagged MULTI_TYPE (Pika
+/// <= 3.5 holds one key under several types, SERVERS.md), a Pika HyperLogLog flag, a NaN score.
+fn crafted_snapshot(dir: &Path) -> String {
+    use kvferry::format::consts::*;
+    use kvferry::format::record::*;
+    use kvferry::format::snapshot::*;
+    let snap = dir.join("crafted");
+    std::fs::create_dir_all(&snap).unwrap();
+    let o = SnapshotOptions::default();
+    let spec = ShardSpec {
+        id: "src0-db0".into(),
+        source: "redis://pika:9221".into(),
+        source_server: Some("pika 3.5.5".into()),
+        db: 0,
+    };
+    let mut sink = ShardSink::new(&snap, spec, o.clone(), 1).unwrap();
+    let m = FLAG_LAST | FLAG_MULTI_TYPE;
+    let hll = vec![0u8; 131072];
+    let recs = [
+        KeyRecord {
+            db: 0,
+            key: b"mt",
+            part: 0,
+            flags: m,
+            expire_at_ms: None,
+            value: Value::String(b"s"),
+        },
+        KeyRecord {
+            db: 0,
+            key: b"plain",
+            part: 0,
+            flags: FLAG_LAST,
+            expire_at_ms: None,
+            value: Value::String(b"p"),
+        },
+        KeyRecord {
+            db: 0,
+            key: b"mt",
+            part: 0,
+            flags: m,
+            expire_at_ms: None,
+            value: Value::Hash(vec![(b"f", b"v")]),
+        },
+        KeyRecord {
+            db: 0,
+            key: b"mt",
+            part: 0,
+            flags: m,
+            expire_at_ms: None,
+            value: Value::List(vec![b"x"]),
+        },
+        KeyRecord {
+            db: 0,
+            key: b"hll",
+            part: 0,
+            flags: FLAG_LAST | FLAG_PIKA_HLL,
+            expire_at_ms: None,
+            value: Value::String(&hll),
+        },
+        KeyRecord {
+            db: 0,
+            key: b"nan",
+            part: 0,
+            flags: FLAG_LAST,
+            expire_at_ms: None,
+            value: Value::ZSet(vec![(b"a", 1.0), (b"b", f64::NAN)]),
+        },
+        KeyRecord {
+            db: 0,
+            key: b"gone",
+            part: 0,
+            flags: FLAG_LAST,
+            expire_at_ms: Some(1000),
+            value: Value::String(b"old"),
+        },
+    ];
+    for r in &recs {
+        sink.push(r).unwrap();
+    }
+    let entry = sink.finish().unwrap();
+    write_manifest(&snap, &Manifest::new(1, o.writer_name.clone(), vec![entry])).unwrap();
+    snap.to_string_lossy().into_owned()
+}
+
+#[test]
+fn multi_type_keys_need_a_policy_and_target_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = crafted_snapshot(dir.path());
+    let t = Server::target();
+    let o = import(&snap, &t, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--multi-type first") && text(&o).contains("\"mt\""),
+        "{}",
+        text(&o)
+    );
+    let rep = dir.path().join("first.json");
+    let o = import(&snap, &t, &["--multi-type", "first", "--report", rep.to_str().unwrap()]);
+    // The NaN score is refused by Redis (Pika takes it): that key fails, by name, exit 1.
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let mut c = t.conn();
+    assert_eq!(c.get::<_, String>("mt").unwrap(), "s");
+    let r = report(&rep);
+    let shard = &r["shards"][0];
+    let failed = shard["failed_keys"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{r}");
+    assert_eq!(failed[0]["key"], "nan");
+    assert!(failed[0]["reason"].as_str().unwrap().starts_with("ZADD: "), "{r}");
+    let z: Vec<(String, f64)> = c.zrange_withscores("nan", 0, -1).unwrap();
+    assert_eq!(z, [("a".to_string(), 1.0)], "the other members are written");
+    assert_eq!(shard["multi_type"].as_array().unwrap().len(), 3, "{r}");
+    assert_eq!(shard["pika_hll"][0]["key"], "hll");
+    assert_eq!(c.strlen::<_, usize>("hll").unwrap(), 131072);
+    assert_eq!(sum(&shard["expired"]), 1);
+    assert!(!c.exists::<_, bool>("gone").unwrap(), "an expired key is not written");
+    // suffix: every type survives.
+    let t2 = Server::target();
+    let o = import(&snap, &t2, &["--multi-type", "suffix"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let mut c = t2.conn();
+    assert_eq!(c.get::<_, String>("mt").unwrap(), "s");
+    assert_eq!(c.hget::<_, _, String>("mt:hash", "f").unwrap(), "v");
+    assert_eq!(c.lrange::<_, Vec<String>>("mt:list", 0, -1).unwrap(), ["x"]);
+}
+
+#[test]
+fn per_key_errors_are_listed_and_fail_fast_stops() {
+    let s = Server::source();
+    let mut c = s.conn();
+    for i in 0..200 {
+        let _: () = c.set(format!("k{i:03}"), "v".repeat(10_000)).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    // A target that runs out of memory part way (Redis: OOM; Kvrocks: "reach space limit").
+    let t = Server::start(Kind::Redis, &[("maxmemory", "2mb"), ("maxmemory-policy", "noeviction")]);
+    let rep = dir.path().join("r.json");
+    let o = import(&snap, &t, &["--report", rep.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let r = report(&rep);
+    let failed = r["shards"][0]["failed_keys"].as_array().unwrap();
+    let written = sum(&r["shards"][0]["written"]);
+    assert!(!failed.is_empty() && written > 0, "{r}");
+    assert_eq!(written + failed.len() as u64, 200, "every key written or named: {r}");
+    assert!(
+        failed.iter().all(|f| f["reason"].as_str().unwrap().contains("OOM")),
+        "{r}"
+    );
+    let n: u64 = redis::cmd("DBSIZE").query(&mut t.conn()).unwrap();
+    assert_eq!(n, written);
+    let _: () = redis::cmd("FLUSHALL").query(&mut t.conn()).unwrap();
+    let o = import(&snap, &t, &["--fail-fast", "--connections", "1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--fail-fast") && text(&o).contains("OOM") && text(&o).contains("\"k"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn each_connection_authenticates_with_its_token() {
+    let s = Server::source();
+    let mut c = s.conn();
+    let _: () = c.set("a", "1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    // Redis' requirepass stands in for a Kvrocks namespace token: each connection sends
+    // AUTH <token> alone, as a namespace needs (SERVERS.md).
+    let t = Server::start(Kind::Redis, &[("requirepass", "ns-token-0")]);
+    let o = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .args([
+            "import",
+            &snap,
+            "--target",
+            &t.url(),
+            "--namespace-map",
+            "0=env:NS0",
+            "--progress",
+            "none",
+        ])
+        .env("NS0", "wrong-token")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("authentication failed") && !text(&o).contains("wrong-token"),
+        "{}",
+        text(&o)
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .args([
+            "import",
+            &snap,
+            "--target",
+            &t.url(),
+            "--namespace-map",
+            "0=env:NS0",
+            "--progress",
+            "none",
+        ])
+        .env("NS0", "ns-token-0")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let mut c = redis::Client::open(format!("redis://:ns-token-0@127.0.0.1:{}", t.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    assert_eq!(c.get::<_, String>("a").unwrap(), "1");
+}
+
+/// A source with many small keys and a long list: an import of it takes seconds when throttled.
+fn populate_many(s: &Server) {
+    let mut c = s.conn();
+    let mut p = redis::pipe();
+    for i in 0..20_000 {
+        p.set(format!("key:{i:05}"), format!("{i:0200}")).ignore();
+    }
+    let _: () = p.query(&mut c).unwrap();
+    let items: Vec<String> = (0..50_000).map(|i| format!("e{i}")).collect();
+    for chunk in items.chunks(10_000) {
+        let _: () = c.rpush("biglist", chunk).unwrap();
+    }
+}
+
+/// Polls until `cond` holds, for at most 60 s.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10)); // polling interval
+    }
+}
+
+fn dbsize(t: &Server) -> u64 {
+    redis::Client::open(t.url())
+        .and_then(|c| c.get_connection())
+        .and_then(|mut c| redis::cmd("DBSIZE").query(&mut c))
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_restarted_target_gets_what_was_not_acknowledged() {
+    let s = Server::source();
+    populate_many(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    // Every acknowledged write is on disk before its reply, so a restart loses nothing.
+    let mut t = Server::start(Kind::Redis, &[("appendonly", "yes"), ("appendfsync", "always")]);
+    let rep = dir.path().join("r.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .args([
+            "import",
+            &snap,
+            "--target",
+            &t.url(),
+            "--progress",
+            "none",
+            "--pipeline",
+            "100",
+            "--max-ops-per-sec",
+            "8000",
+        ])
+        .args(["--report", rep.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the import to write some keys", || dbsize(&t) > 2000);
+    t.restart();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_same(&s, 0, &t, 0);
+    let r = report(&rep);
+    assert!(r["shards"][0]["reconnects"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(sum(&r["shards"][0]["written"]), 20_001, "{r}");
+}
+
+#[test]
+fn a_killed_import_resumes_without_duplicates() {
+    let s = Server::source();
+    populate_many(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    let t = Server::target();
+    let state = dir.path().join("state");
+    let args = |extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "import",
+            &snap,
+            "--target",
+            &t.url(),
+            "--progress",
+            "none",
+            "--pipeline",
+            "100",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend([
+            "--state".to_string(),
+            state.to_string_lossy().into_owned(),
+            "--checkpoint-secs".into(),
+            "0.1".into(),
+        ]);
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .args(args(&["--max-ops-per-sec", "8000"]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let shard_state = state.join("src0-db0.json");
+    wait_for("a checkpoint past the start", || {
+        std::fs::read(&shard_state)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<J>(&b).ok())
+            .is_some_and(|j| j["resume"]["block"].as_u64().unwrap_or(0) >= 2)
+    });
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = dbsize(&t);
+    assert!(before < 20_001, "killed before the end: {before}");
+    // Without --resume, the unfinished import is not silently restarted.
+    let o = kvferry(&args(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("add --resume"), "{}", text(&o));
+    let rep = dir.path().join("r.json");
+    let o = kvferry(
+        &args(&["--resume", "--report", rep.to_str().unwrap()])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_same(&s, 0, &t, 0);
+    let r = report(&rep);
+    assert_eq!(sum(&r["shards"][0]["written"]), 20_001, "each key counted once: {r}");
+    assert_eq!(r["shards"][0]["resumed"], true);
+}
