@@ -65,6 +65,10 @@ impl KeyTag {
         }
     }
 
+    pub fn has_failed(&self) -> bool {
+        self.failed.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
     /// What became of the key, once its last command was answered.
     fn outcome(self: &Arc<Self>) -> Outcome {
         let k = self.clone();
@@ -122,6 +126,8 @@ pub struct Lane {
     name: String,
     conn: redis::Connection,
     run_id: Option<String>,
+    /// Failed keys whose last command was answered, to delete.
+    failed_done: Vec<Vec<u8>>,
 }
 
 fn run_id(conn: &mut redis::Connection) -> Option<String> {
@@ -147,6 +153,7 @@ impl Lane {
             name,
             conn,
             run_id: None,
+            failed_done: Vec::new(),
         };
         lane.run_id = run_id(&mut lane.conn);
         Ok(lane)
@@ -218,11 +225,16 @@ impl Lane {
             n += 1;
         }
         replies.clear();
-        self.conn.send_packed_command(buf)?;
+        let sent = self.conn.send_packed_command(buf);
+        // Even when the write failed (the server answered an error and closed the connection,
+        // as Kvrocks and Redis do on a protocol error), the replies it sent first can be read.
         for _ in 0..n {
-            replies.push(self.conn.recv_response()?);
+            match self.conn.recv_response() {
+                Ok(v) => replies.push(v),
+                Err(e) => return Err(sent.err().unwrap_or(e)),
+            }
         }
-        Ok(())
+        sent
     }
 
     /// Writes batches from `rx` until it closes; acknowledges every command to the tracker.
@@ -244,21 +256,50 @@ impl Lane {
                 false
             });
             let mut resent = false;
+            // Attempts in a row that got no reply at all: the first command may be one the
+            // server closes the connection on (too big, too many arguments), a poison that
+            // resending would repeat forever. After two, commands go one at a time; a command
+            // that fails alone twice is given up, its key failed, by name.
+            let mut stuck = 0;
             loop {
+                let limit = if stuck >= 2 { 1 } else { items.len() };
                 if !items.is_empty() {
-                    sh.throttle.take(items.len() as u64);
+                    sh.throttle.take(limit as u64);
                 }
-                let r = self.exchange(items.iter().map(|i| i.cmd.bytes.as_slice()), &mut buf, &mut replies);
+                let r = self.exchange(
+                    items[..limit].iter().map(|i| i.cmd.bytes.as_slice()),
+                    &mut buf,
+                    &mut replies,
+                );
                 let answered = replies.len();
+                stuck = if answered == 0 && r.is_err() { stuck + 1 } else { 0 };
+                if stuck >= 4 {
+                    let it = items.remove(0);
+                    let e = r.as_ref().err().map_or(String::new(), |e| e.to_string());
+                    it.key.fail(format!(
+                        "{}: the target closed the connection on this command ({e}); not written",
+                        it.cmd.name
+                    ));
+                    if it.last {
+                        self.failed_done.push(it.key.name.clone());
+                    }
+                    acks.push((it.seq, it.last.then(|| it.key.outcome())));
+                    stuck = 0;
+                }
                 for (it, v) in items.iter().zip(replies.drain(..)) {
                     self.answer(it, v, resent, sh);
+                    if it.last && it.key.has_failed() && !it.key.skip.load(Relaxed) {
+                        self.failed_done.push(it.key.name.clone());
+                    }
                     acks.push((it.seq, it.last.then(|| it.key.outcome())));
                 }
                 items.drain(..answered);
+                self.remove_failed(&acks);
                 sh.task.add(acks.iter().filter(|(_, o)| o.is_some()).count() as u64, 0);
                 sh.tracker.ack(&mut acks);
                 match r {
-                    Ok(()) => break,
+                    Ok(()) if items.is_empty() => break,
+                    Ok(()) => {}
                     Err(e) if connection_lost(&e) || e.kind() == redis::ErrorKind::ParseError => {
                         self.resume_after_loss(&mut items, sh, &e)?;
                         resent = true;
@@ -268,6 +309,22 @@ impl Lane {
             }
         }
         Ok(())
+    }
+
+    /// Keys that failed part way are deleted once their last command was answered, so that a
+    /// failed key is absent from the target rather than partly written (best effort: the
+    /// report names the key either way).
+    fn remove_failed(&mut self, acks: &[(u64, Option<Outcome>)]) {
+        let _ = acks;
+        let failed: Vec<Vec<u8>> = std::mem::take(&mut self.failed_done);
+        if failed.is_empty() {
+            return;
+        }
+        let mut p = redis::pipe();
+        for k in &failed {
+            p.cmd("DEL").arg(k).ignore();
+        }
+        let _ = p.query::<()>(&mut self.conn);
     }
 
     /// `--conflict skip`: asks EXISTS for the keys that start in this batch; those that exist
