@@ -151,6 +151,23 @@ impl Endpoint {
         }
     }
 
+    /// The same server settings for another node at `addr` (`host:port`), e.g. a cluster node
+    /// named in CLUSTER SLOTS or a MOVED reply: credentials, TLS and path kept.
+    pub fn at(&self, addr: &str) -> Endpoint {
+        let url = match self.url.split_once("://") {
+            Some((scheme, rest)) => {
+                let (cred, hostpath) = match rest.rsplit_once('@') {
+                    Some((c, h)) => (format!("{c}@"), h),
+                    None => (String::new(), rest),
+                };
+                let path = hostpath.find('/').map_or("", |i| &hostpath[i..]);
+                format!("{scheme}://{cred}{addr}{path}")
+            }
+            None => addr.to_string(),
+        };
+        Endpoint { url, ..self.clone() }
+    }
+
     /// True when a password comes with the URL, or from --password-env / --password-file.
     pub fn has_password(&self) -> bool {
         self.password.is_some()
@@ -226,6 +243,13 @@ mod tests {
         std::env::remove_var("KVFERRY_UNIT_TEST_PW");
         let err = args.endpoints(&[]).unwrap_err().to_string();
         assert_eq!(err, "--password-env KVFERRY_UNIT_TEST_PW: the variable is not set");
+    }
+
+    #[test]
+    fn another_node_keeps_credentials() {
+        let e = Endpoint::plain("rediss://u:pw@h1:7000/0").at("10.0.0.2:7001");
+        assert_eq!(e.url, "rediss://u:pw@10.0.0.2:7001/0");
+        assert_eq!(Endpoint::plain("redis://h:1").at("h2:2").url, "redis://h2:2");
     }
 
     #[test]

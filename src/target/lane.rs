@@ -17,6 +17,7 @@ use anyhow::{anyhow, Context};
 use redis::Value;
 
 use super::build::{Op, WCmd};
+use super::cluster::Redirect;
 use super::track::{Counts, Outcome, Tracker};
 use crate::endpoint::Endpoint;
 use crate::format::KeyType;
@@ -119,6 +120,10 @@ pub struct Shared<'a> {
     pub restarts: &'a AtomicU64,
     /// The first failed key, for `--fail-fast`.
     pub first_failure: &'a Mutex<Option<String>>,
+    /// A cluster node answered MOVED: the slot map should be read again.
+    pub moved: &'a AtomicBool,
+    /// Commands that followed a MOVED, ASK or TRYAGAIN.
+    pub redirects: &'a AtomicU64,
 }
 
 pub struct Lane {
@@ -128,6 +133,8 @@ pub struct Lane {
     run_id: Option<String>,
     /// Failed keys whose last command was answered, to delete.
     failed_done: Vec<Vec<u8>>,
+    /// Connections to other cluster nodes, opened to follow redirects.
+    others: Vec<(String, redis::Connection)>,
 }
 
 fn run_id(conn: &mut redis::Connection) -> Option<String> {
@@ -154,6 +161,7 @@ impl Lane {
             conn,
             run_id: None,
             failed_done: Vec::new(),
+            others: Vec::new(),
         };
         lane.run_id = run_id(&mut lane.conn);
         Ok(lane)
@@ -286,7 +294,15 @@ impl Lane {
                     acks.push((it.seq, it.last.then(|| it.key.outcome())));
                     stuck = 0;
                 }
-                for (it, v) in items.iter().zip(replies.drain(..)) {
+                let got: Vec<Value> = std::mem::take(&mut replies);
+                for (it, v) in items.iter().zip(got) {
+                    let v = match &v {
+                        Value::ServerError(e) => match Redirect::from_error(e.code(), e.details()) {
+                            Some(r) => self.follow(it, r, sh)?,
+                            None => v,
+                        },
+                        _ => v,
+                    };
                     self.answer(it, v, resent, sh);
                     if it.last && it.key.has_failed() && !it.key.skip.load(Relaxed) {
                         self.failed_done.push(it.key.name.clone());
@@ -309,6 +325,81 @@ impl Lane {
             }
         }
         Ok(())
+    }
+
+    /// Follows a cluster redirect for one command (issue 4, "Cluster targets"): MOVED goes to
+    /// the named node (and asks for a new slot map), ASK goes there once after ASKING, TRYAGAIN
+    /// waits and asks again. Keys' later commands meet the same redirect, so their order holds.
+    fn follow(&mut self, it: &Item, mut r: Redirect, sh: &Shared) -> anyhow::Result<Value> {
+        let mut delay = Duration::from_millis(50);
+        for _ in 0..30 {
+            sh.redirects.fetch_add(1, Relaxed);
+            let reply = match &r {
+                Redirect::Moved(addr) => {
+                    sh.moved.store(true, Relaxed);
+                    self.on_node(addr, &[&it.cmd.bytes])
+                }
+                Redirect::Ask(addr) => {
+                    let mut asking = Vec::new();
+                    super::resp::pack(&mut asking, &[b"ASKING"]);
+                    self.on_node(addr, &[&asking, &it.cmd.bytes])
+                }
+                Redirect::TryAgain => {
+                    std::thread::sleep(delay); // backoff: the cluster asked to retry later
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                    self.conn
+                        .send_packed_command(&it.cmd.bytes)
+                        .and_then(|()| self.conn.recv_response())
+                        .map_err(|e| anyhow!("{}: {e}", self.name))
+                }
+            };
+            let v = match reply {
+                Ok(v) => v,
+                Err(_) => continue, // the node is away: ask again, maybe elsewhere
+            };
+            match &v {
+                Value::ServerError(e) => match Redirect::from_error(e.code(), e.details()) {
+                    Some(next) => r = next,
+                    None => return Ok(v),
+                },
+                _ => return Ok(v),
+            }
+        }
+        Err(anyhow!(
+            "{}: a command on key {:?} was redirected 30 times without an answer: is the cluster's slot map settled?",
+            self.name,
+            crate::format::record::Lossy(&it.key.name)
+        ))
+    }
+
+    /// Sends `cmds` to the cluster node at `addr` and returns the last reply.
+    fn on_node(&mut self, addr: &str, cmds: &[&[u8]]) -> anyhow::Result<Value> {
+        let i = match self.others.iter().position(|(a, _)| a == addr) {
+            Some(i) => i,
+            None => {
+                let mut conf = self.conf.clone();
+                conf.endpoint = conf.endpoint.at(addr);
+                let conn = Lane::connect(&conf, Duration::from_secs(5))?;
+                self.others.push((addr.to_string(), conn));
+                self.others.len() - 1
+            }
+        };
+        let conn = &mut self.others[i].1;
+        let mut last = Value::Nil;
+        let r: redis::RedisResult<()> = (|| {
+            for c in cmds {
+                conn.send_packed_command(c)?;
+            }
+            for _ in cmds {
+                last = conn.recv_response()?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            self.others.remove(i);
+            return Err(anyhow!("{addr}: {e}"));
+        }
+        Ok(last)
     }
 
     /// Keys that failed part way are deleted once their last command was answered, so that a

@@ -3,6 +3,7 @@
 //! per block, for checkpoints. It knows nothing of files or snapshots.
 
 pub mod build;
+pub mod cluster;
 pub mod lane;
 pub mod resp;
 pub mod track;

@@ -10,6 +10,8 @@
 //! tested Pika and Kvrocks or Redis standing in for them; nothing is skipped silently.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod compare;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -206,6 +208,48 @@ impl Server {
         self.child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         self.wait_ready().unwrap_or_else(|why| panic!("restart: {why}"));
     }
+}
+
+/// A Redis Cluster of `n` masters that the test creates (cluster-enabled servers joined with
+/// `redis-cli --cluster create`), ready when every node sees every slot served.
+pub fn cluster(n: usize) -> Vec<Server> {
+    let nodes: Vec<Server> = (0..n)
+        .map(|_| {
+            Server::start(
+                Kind::Redis,
+                &[
+                    ("cluster-enabled", "yes"),
+                    ("cluster-config-file", "nodes.conf"),
+                    ("cluster-node-timeout", "5000"),
+                ],
+            )
+        })
+        .collect();
+    let addrs: Vec<String> = nodes.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli (package redis-tools) is needed to create a cluster");
+    assert!(
+        out.status.success(),
+        "redis-cli --cluster create: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for s in &nodes {
+        loop {
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut s.conn()).unwrap();
+            if info.contains("cluster_state:ok") && info.contains(&format!("cluster_known_nodes:{n}")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not settle: {info}");
+            std::thread::sleep(Duration::from_millis(20)); // polling interval, not synchronisation
+        }
+    }
+    nodes
 }
 
 impl Drop for Server {

@@ -22,10 +22,11 @@ use crate::progress::{Mode, Progress};
 use crate::source::conn::{connect, describe, Server, ServerKind};
 use crate::source::throttle::Throttle;
 use crate::target::build::Dialect;
+use crate::target::cluster::SlotMap;
 use crate::target::lane::{Lane, LaneConf};
 use crate::target::track::Counts;
 pub use shard::MultiType;
-use shard::{Dest, Output, ShardOutcome};
+use shard::{ClusterRoute, Dest, Output, ShardOutcome};
 use state::{Options, RunState, StateDir};
 
 /// What to do when a key already exists on the target.
@@ -163,12 +164,21 @@ fn destinations(
     snap: &Snapshot,
     shards: &[usize],
     target: Option<(&Endpoint, &Server)>,
+    cluster: bool,
 ) -> anyhow::Result<Vec<Dest>> {
     let dbs: std::collections::BTreeSet<u32> = shards.iter().map(|&i| snap.manifest.shards[i].db).collect();
     let db_map = parse_map("--db-map", a.db_map.as_deref())?;
     let ns_map = parse_map("--namespace-map", a.namespace_map.as_deref())?;
     let prefix_map = parse_map("--prefix-map", a.prefix_map.as_deref())?;
     let kvrocks = target.is_some_and(|(_, s)| s.kind == ServerKind::Kvrocks);
+    if cluster && !ns_map.is_empty() {
+        bail!("--namespace-map: the target is a cluster, and Kvrocks refuses namespaces in cluster mode; map databases to key prefixes with --db-map DB=0 --prefix-map DB=PREFIX");
+    }
+    if cluster && db_map.values().any(|v| v != "0") {
+        bail!("--db-map: the target is a cluster, which has database 0 only; map every database to 0 with a --prefix-map to keep them apart");
+    }
+    // A cluster, like Kvrocks, has one keyspace: no SELECT.
+    let kvrocks = kvrocks || cluster;
     let mapped = !db_map.is_empty() || !ns_map.is_empty();
     if dbs.len() > 1 && !mapped {
         let list: Vec<String> = dbs.iter().map(u32::to_string).collect();
@@ -420,12 +430,23 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let mut conn = connect(&probe, Duration::from_secs(10))?;
     let server = describe(&endpoint.name(), &mut conn)?;
     let cluster: String = redis::cmd("INFO").arg("cluster").query(&mut conn).unwrap_or_default();
-    if cluster.lines().any(|l| l.trim() == "cluster_enabled:1") {
-        bail!("{}: is a cluster node; importing into a cluster is not supported yet. Import into a standalone server, or write --resp and load it per node", server.name);
-    }
+    let slots = if cluster.lines().any(|l| l.trim() == "cluster_enabled:1") {
+        Some(SlotMap::fetch(&mut conn, &server.name)?)
+    } else {
+        None
+    };
     drop(conn);
-    eprintln!("{}: {} (target)", server.name, server.software());
-    let dests = destinations(&a, &snap, &shards, Some((&endpoint, &server)))?;
+    match &slots {
+        Some(m) => eprintln!(
+            "{}: {} (target), a cluster of {} masters: {}",
+            server.name,
+            server.software(),
+            m.nodes.len(),
+            m.nodes.join(", ")
+        ),
+        None => eprintln!("{}: {} (target)", server.name, server.software()),
+    }
+    let dests = destinations(&a, &snap, &shards, Some((&probe, &server)), slots.is_some())?;
     let dialect = Dialect::for_server(&server.kind, &server.version);
     let state_dir = StateDir::new(a.state.clone().unwrap_or_else(|| {
         let safe: String = server
@@ -500,7 +521,26 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             if !checked.insert(d.describe.clone()) {
                 continue;
             }
-            if let Some(k) = first_key(d)? {
+            let nodes: Vec<Dest> = match &slots {
+                Some(m) => m
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        let mut d = d.clone();
+                        d.lane.endpoint = d.lane.endpoint.at(n);
+                        d
+                    })
+                    .collect(),
+                None => vec![d.clone()],
+            };
+            let mut found = None;
+            for n in &nodes {
+                if let Some(k) = first_key(n)? {
+                    found = Some(k);
+                    break;
+                }
+            }
+            if let Some(k) = found {
                 bail!(
                     "{}: already holds keys (e.g. {:?}); a first migration needs an empty target. Use --conflict replace to overwrite keys that exist, or --conflict skip to keep them. Nothing was written.",
                     d.describe,
@@ -557,8 +597,27 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             outcomes.push((i, d, done_outcome(from.expect("BUG: checked"))));
             continue;
         }
-        let lanes = vec![d.lane.clone(); ctx.connections];
-        match shard::run(&ctx, i, d, Output::Lanes(lanes), from, &task) {
+        let (lanes, route) = match &slots {
+            Some(m) => {
+                let lanes = m
+                    .nodes
+                    .iter()
+                    .flat_map(|n| {
+                        let mut l = d.lane.clone();
+                        l.endpoint = l.endpoint.at(n);
+                        vec![l; ctx.connections]
+                    })
+                    .collect();
+                let route = ClusterRoute {
+                    map: m.clone(),
+                    per_node: ctx.connections,
+                    seed: d.lane.clone(),
+                };
+                (lanes, Some(route))
+            }
+            None => (vec![d.lane.clone(); ctx.connections], None),
+        };
+        match shard::run(&ctx, i, d, Output::Lanes(lanes, route), from, &task) {
             Ok(o) => {
                 task.finish(true);
                 outcomes.push((i, d, o));
@@ -591,13 +650,14 @@ fn done_outcome(s: &state::ShardState) -> ShardOutcome {
         resumed: true,
         reconnects: 0,
         restarts: 0,
+        redirects: 0,
         lost: Vec::new(),
     }
 }
 
 /// `--resp FILE`: the same commands, written to a file for `redis-cli --pipe`.
 fn run_resp(a: &Args, snap: &Snapshot, shards: &[usize], path: &std::path::Path) -> anyhow::Result<i32> {
-    let dests = destinations(a, snap, shards, None)?;
+    let dests = destinations(a, snap, shards, None, false)?;
     let w: Box<dyn Write + Send> = if path.as_os_str() == "-" {
         Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
     } else {
@@ -690,6 +750,13 @@ fn summary(snap: &Snapshot, outcomes: &[(usize, &Dest, ShardOutcome)], lost_file
             o.seconds,
             if o.resumed { " (resumed)" } else { "" }
         )?;
+        if o.redirects > 0 {
+            writeln!(
+                out,
+                "  {} commands followed a cluster redirect (MOVED, ASK, TRYAGAIN)",
+                o.redirects
+            )?;
+        }
         if o.reconnects > 0 {
             writeln!(
                 out,
@@ -763,6 +830,7 @@ fn report(
                 "resumed": o.resumed,
                 "reconnects": o.reconnects,
                 "target_restarts": o.restarts,
+                "redirects": o.redirects,
                 "failed_keys": o.counts.failed_keys,
                 "skipped_keys": o.counts.skipped_keys,
                 "multi_type": o.counts.multi_type,

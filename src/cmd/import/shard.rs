@@ -20,6 +20,7 @@ use crate::format::KeyType;
 use crate::progress::Task;
 use crate::source::throttle::Throttle;
 use crate::target::build::{self, Dialect, KeyState, Op, WCmd};
+use crate::target::cluster::SlotMap;
 use crate::target::lane::{Item, KeyTag, Lane, LaneConf, Shared};
 use crate::target::track::{Counts, Outcome, Pos, Tracker};
 
@@ -71,14 +72,46 @@ pub struct ShardOutcome {
     pub resumed: bool,
     pub reconnects: u64,
     pub restarts: u64,
+    /// Commands that followed a cluster redirect.
+    pub redirects: u64,
     /// Corrupt blocks skipped (`--skip-corrupt-blocks`), each with what was lost.
     pub lost: Vec<String>,
 }
 
 /// Where commands go: connections, or a RESP file.
 pub enum Output<'w> {
-    Lanes(Vec<LaneConf>),
+    /// Connections; with a cluster, `per_node` of them to each master, in the map's order.
+    Lanes(Vec<LaneConf>, Option<ClusterRoute>),
     Resp(&'w Mutex<Box<dyn std::io::Write + Send>>),
+}
+
+/// Routing by slot to a cluster's masters.
+#[derive(Clone)]
+pub struct ClusterRoute {
+    pub map: SlotMap,
+    pub per_node: usize,
+    /// Where to ask for the slot map again after a MOVED.
+    pub seed: LaneConf,
+}
+
+impl ClusterRoute {
+    fn lane_of(&self, name: &[u8]) -> usize {
+        self.map.node_of(name) * self.per_node + crc32fast::hash(name) as usize % self.per_node
+    }
+
+    /// Reads the slot map again; slots that moved to a node the import has no connections to
+    /// stay routed where they were (their commands follow MOVED from there).
+    fn refresh(&mut self) -> anyhow::Result<()> {
+        let mut lane = Lane::open(&self.seed)?;
+        let fresh = SlotMap::fetch(lane.conn(), &self.seed.endpoint.name())?;
+        for (slot, &o) in fresh.owner.iter().enumerate() {
+            let addr = &fresh.nodes[o as usize];
+            if let Some(i) = self.map.nodes.iter().position(|n| n == addr) {
+                self.map.owner[slot] = i as u16;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The key occurrence being dispatched.
@@ -109,6 +142,8 @@ struct Dispatch<'c, 'a> {
     lost: Vec<String>,
     /// A part > 0 without its part 0 was met (after a corrupt block): skip until a part 0.
     orphan_noted: bool,
+    route: Option<ClusterRoute>,
+    moved: &'c AtomicBool,
 }
 
 impl Dispatch<'_, '_> {
@@ -198,7 +233,10 @@ impl Dispatch<'_, '_> {
                 )
             });
         }
-        let lane = crc32fast::hash(&name) as usize % self.txs.len().max(1);
+        let lane = match &self.route {
+            Some(r) => r.lane_of(&name),
+            None => crc32fast::hash(&name) as usize % self.txs.len().max(1),
+        };
         let tag = not_written.is_none().then(|| Arc::new(KeyTag::new(name, ty)));
         self.open = Some(Open {
             key,
@@ -374,6 +412,8 @@ pub fn run(
     let reconnects = AtomicU64::new(0);
     let restarts = AtomicU64::new(0);
     let first_failure = Mutex::new(None);
+    let moved = AtomicBool::new(false);
+    let redirects = AtomicU64::new(0);
     let shared = Shared {
         tracker: &tracker,
         throttle: ctx.throttle,
@@ -383,13 +423,15 @@ pub fn run(
         reconnects: &reconnects,
         restarts: &restarts,
         first_failure: &first_failure,
+        moved: &moved,
+        redirects: &redirects,
     };
     let lanes = match &out {
-        Output::Lanes(confs) => confs.iter().map(Lane::open).collect::<anyhow::Result<Vec<_>>>()?,
+        Output::Lanes(confs, _) => confs.iter().map(Lane::open).collect::<anyhow::Result<Vec<_>>>()?,
         Output::Resp(_) => Vec::new(),
     };
     let n = match &out {
-        Output::Lanes(c) => c.len(),
+        Output::Lanes(c, _) => c.len(),
         Output::Resp(_) => 1,
     };
     let ckpt_stop = (Mutex::new(false), std::sync::Condvar::new());
@@ -398,7 +440,7 @@ pub fn run(
         let mut txs = Vec::new();
         let mut workers = Vec::new();
         match &out {
-            Output::Lanes(_) => {
+            Output::Lanes(..) => {
                 for lane in lanes {
                     let (tx, rx) = sync_channel::<Vec<Item>>(2);
                     txs.push(tx);
@@ -447,6 +489,11 @@ pub fn run(
             now_ms: now_ms(),
             lost: Vec::new(),
             orphan_noted: false,
+            route: match &out {
+                Output::Lanes(_, r) => r.clone(),
+                Output::Resp(_) => None,
+            },
+            moved: &moved,
         };
         let dispatched = dispatch(&mut d, si, start, task);
         let dispatched = dispatched.and_then(|()| d.flush_all());
@@ -494,6 +541,7 @@ pub fn run(
         resumed: from.is_some(),
         reconnects: reconnects.load(Relaxed),
         restarts: restarts.load(Relaxed),
+        redirects: redirects.load(Relaxed),
         lost,
     })
 }
@@ -520,6 +568,12 @@ fn dispatch(d: &mut Dispatch, si: usize, start: Pos, task: &Task) -> anyhow::Res
                 }
                 d.seq += 1;
                 d.now_ms = now_ms();
+                if d.moved.swap(false, Relaxed) {
+                    if let Some(r) = d.route.as_mut() {
+                        // Best effort: routing stays right through MOVED replies meanwhile.
+                        let _ = r.refresh();
+                    }
+                }
                 d.tracker.begin(d.seq);
                 let here = |record: u32| Pos {
                     part: pi as u32,
