@@ -566,6 +566,10 @@ fn populate_many(s: &Server) {
     let mut p = redis::pipe();
     for i in 0..20_000 {
         p.set(format!("key:{i:05}"), format!("{i:0200}")).ignore();
+        if i % 2 == 0 {
+            // Two commands per key (SET, PEXPIREAT): a kill can fall between them.
+            p.expire(format!("key:{i:05}"), 3600).ignore();
+        }
     }
     let _: () = p.query(&mut c).unwrap();
     let items: Vec<String> = (0..50_000).map(|i| format!("e{i}")).collect();
@@ -629,11 +633,26 @@ fn a_restarted_target_gets_what_was_not_acknowledged() {
 
 #[test]
 fn a_killed_import_resumes_without_duplicates() {
+    killed_then_resumed("fail");
+}
+
+/// In skip mode, a key that the killed run had begun to write exists on the target when the
+/// import resumes: its logged decision makes the resumed run rewrite it, not skip it half
+/// written; keys that existed before the import stay as they were.
+#[test]
+fn a_killed_skip_mode_import_resumes_without_partial_keys() {
+    killed_then_resumed("skip");
+}
+
+fn killed_then_resumed(conflict: &str) {
     let s = Server::source();
     populate_many(&s);
     let dir = tempfile::tempdir().unwrap();
     let snap = export(&s, dir.path());
     let t = Server::target();
+    if conflict == "skip" {
+        let _: () = t.conn().set("key:00005", "theirs").unwrap();
+    }
     let state = dir.path().join("state");
     let args = |extra: &[&str]| {
         let mut v: Vec<String> = [
@@ -645,6 +664,8 @@ fn a_killed_import_resumes_without_duplicates() {
             "none",
             "--pipeline",
             "100",
+            "--conflict",
+            conflict,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -687,10 +708,24 @@ fn a_killed_import_resumes_without_duplicates() {
             .collect::<Vec<_>>(),
     );
     assert!(o.status.success(), "{}", text(&o));
-    assert_same(&s, 0, &t, 0);
     let r = report(&rep);
-    assert_eq!(sum(&r["shards"][0]["written"]), 20_001, "each key counted once: {r}");
     assert_eq!(r["shards"][0]["resumed"], true);
+    if conflict == "skip" {
+        let mut c = t.conn();
+        assert_eq!(c.get::<_, String>("key:00005").unwrap(), "theirs");
+        let _: () = c.set("key:00005", format!("{:0200}", 5)).unwrap();
+        assert_eq!(sum(&r["shards"][0]["written"]), 20_000, "each key counted once: {r}");
+        assert_eq!(sum(&r["shards"][0]["skipped"]), 1, "{r}");
+    } else {
+        assert_eq!(sum(&r["shards"][0]["written"]), 20_001, "each key counted once: {r}");
+    }
+    assert_same(&s, 0, &t, 0);
+    let left: Vec<_> = std::fs::read_dir(&state)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".skip."))
+        .collect();
+    assert!(left.is_empty(), "the skip log is removed once the shard is done");
 }
 
 /// A command the target refuses with a protocol error and a closed connection (a bulk above

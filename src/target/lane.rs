@@ -18,6 +18,7 @@ use redis::Value;
 
 use super::build::{Op, WCmd};
 use super::cluster::Redirect;
+use super::skiplog::SkipLog;
 use super::track::{Counts, Outcome, Tracker};
 use crate::endpoint::Endpoint;
 use crate::format::KeyType;
@@ -124,6 +125,10 @@ pub struct Shared<'a> {
     pub moved: &'a AtomicBool,
     /// Commands that followed a MOVED, ASK or TRYAGAIN.
     pub redirects: &'a AtomicU64,
+    /// `--conflict skip`: where the keys decided "write" are logged before they are written.
+    pub skip_log: Option<&'a SkipLog>,
+    /// `--conflict skip`, resumed: keys the interrupted run had decided to write.
+    pub ours: &'a std::collections::HashSet<Vec<u8>>,
 }
 
 pub struct Lane {
@@ -330,25 +335,29 @@ impl Lane {
     /// Follows a cluster redirect for one command (issue 4, "Cluster targets"): MOVED goes to
     /// the named node (and asks for a new slot map), ASK goes there once after ASKING, TRYAGAIN
     /// waits and asks again. Keys' later commands meet the same redirect, so their order holds.
-    fn follow(&mut self, it: &Item, mut r: Redirect, sh: &Shared) -> anyhow::Result<Value> {
+    fn follow(&mut self, it: &Item, r: Redirect, sh: &Shared) -> anyhow::Result<Value> {
+        self.follow_cmd(&it.cmd.bytes, &it.key.name, r, sh)
+    }
+
+    fn follow_cmd(&mut self, cmd: &[u8], key: &[u8], mut r: Redirect, sh: &Shared) -> anyhow::Result<Value> {
         let mut delay = Duration::from_millis(50);
         for _ in 0..30 {
             sh.redirects.fetch_add(1, Relaxed);
             let reply = match &r {
                 Redirect::Moved(addr) => {
                     sh.moved.store(true, Relaxed);
-                    self.on_node(addr, &[&it.cmd.bytes])
+                    self.on_node(addr, &[cmd])
                 }
                 Redirect::Ask(addr) => {
                     let mut asking = Vec::new();
                     super::resp::pack(&mut asking, &[b"ASKING"]);
-                    self.on_node(addr, &[&asking, &it.cmd.bytes])
+                    self.on_node(addr, &[&asking, cmd])
                 }
                 Redirect::TryAgain => {
                     std::thread::sleep(delay); // backoff: the cluster asked to retry later
                     delay = (delay * 2).min(Duration::from_secs(1));
                     self.conn
-                        .send_packed_command(&it.cmd.bytes)
+                        .send_packed_command(cmd)
                         .and_then(|()| self.conn.recv_response())
                         .map_err(|e| anyhow!("{}: {e}", self.name))
                 }
@@ -368,7 +377,7 @@ impl Lane {
         Err(anyhow!(
             "{}: a command on key {:?} was redirected 30 times without an answer: is the cluster's slot map settled?",
             self.name,
-            crate::format::record::Lossy(&it.key.name)
+            crate::format::record::Lossy(key)
         ))
     }
 
@@ -435,11 +444,14 @@ impl Lane {
         if fresh.is_empty() {
             return Ok(());
         }
+        // A key that an interrupted run had started to write (its decision log says so) is
+        // ours: it is deleted and written again, never mistaken for one that existed.
         let cmds: Vec<Vec<u8>> = fresh
             .iter()
             .map(|k| {
                 let mut c = Vec::new();
-                super::resp::pack(&mut c, &[b"EXISTS", &k.name]);
+                let verb: &[u8] = if sh.ours.contains(&k.name) { b"DEL" } else { b"EXISTS" };
+                super::resp::pack(&mut c, &[verb, &k.name]);
                 c
             })
             .collect();
@@ -453,12 +465,30 @@ impl Lane {
                 Err(e) => return Err(anyhow!("{}: EXISTS: {e}", self.name)),
             }
         }
-        for (k, v) in fresh.iter().zip(replies.drain(..)) {
-            match v {
-                Value::Int(n) => k.skip.store(n > 0, Relaxed),
+        let got = std::mem::take(replies);
+        let mut ours = Vec::new();
+        for ((k, v), c) in fresh.iter().zip(got).zip(&cmds) {
+            let v = match &v {
+                Value::ServerError(e) => match Redirect::from_error(e.code(), e.details()) {
+                    Some(r) => self.follow_cmd(c, &k.name, r, sh)?,
+                    None => v,
+                },
+                _ => v,
+            };
+            let exists = match v {
+                Value::Int(n) => n > 0 && !sh.ours.contains(&k.name),
                 other => return Err(anyhow!("{}: EXISTS answered {other:?}", self.name)),
-            }
+            };
+            k.skip.store(exists, Relaxed);
             k.checked.store(true, Relaxed);
+            if !exists {
+                ours.push(k.name.as_slice());
+            }
+        }
+        // The decision is logged before any write of these keys is sent.
+        if let Some(log) = sh.skip_log {
+            let seq = items.iter().map(|i| i.seq).max().unwrap_or(0);
+            log.append(seq, &ours)?;
         }
         Ok(())
     }

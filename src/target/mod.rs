@@ -6,4 +6,5 @@ pub mod build;
 pub mod cluster;
 pub mod lane;
 pub mod resp;
+pub mod skiplog;
 pub mod track;

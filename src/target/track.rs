@@ -148,6 +148,8 @@ struct Inner {
     /// as of the done prefix.
     chosen: BTreeMap<Vec<u8>, KeyType>,
     chosen_pending: Vec<(u64, Vec<u8>, KeyType)>,
+    /// The last block of the done prefix.
+    done_seq: u64,
 }
 
 /// The shared record of a shard's progress.
@@ -165,6 +167,7 @@ impl Tracker {
                 resume: start,
                 chosen,
                 chosen_pending: Vec::new(),
+                done_seq: 0,
             }),
             done: Condvar::new(),
         }
@@ -246,6 +249,7 @@ impl Tracker {
             let b = g.blocks.pop_front().expect("BUG: checked above");
             g.committed.merge(&b.counts);
             g.resume = b.resume_after;
+            g.done_seq = b.seq;
             let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut g.chosen_pending)
                 .into_iter()
                 .partition(|(s, ..)| *s <= b.seq);
@@ -261,6 +265,11 @@ impl Tracker {
     pub fn committed(&self) -> (Pos, Counts, BTreeMap<Vec<u8>, KeyType>) {
         let g = self.lock();
         (g.resume, g.committed.clone(), g.chosen.clone())
+    }
+
+    /// The last block of the done prefix (0: none yet).
+    pub fn done_seq(&self) -> u64 {
+        self.lock().done_seq
     }
 
     /// Waits until every block is done (all replies counted).

@@ -22,6 +22,7 @@ use crate::source::throttle::Throttle;
 use crate::target::build::{self, Dialect, KeyState, Op, WCmd};
 use crate::target::cluster::SlotMap;
 use crate::target::lane::{Item, KeyTag, Lane, LaneConf, Shared};
+use crate::target::skiplog::SkipLog;
 use crate::target::track::{Counts, Outcome, Pos, Tracker};
 
 /// What to do with a key the snapshot holds under several types (Pika <= 3.5).
@@ -414,6 +415,17 @@ pub fn run(
     let first_failure = Mutex::new(None);
     let moved = AtomicBool::new(false);
     let redirects = AtomicU64::new(0);
+    // --conflict skip: decisions are logged before writes, for a resumed run (see skiplog).
+    let (skip_log, ours) = match (ctx.state, &out) {
+        (Some(state), Output::Lanes(confs, _)) if confs.first().is_some_and(|c| c.skip_existing) => {
+            let (log, mut ours) = SkipLog::open(&state.dir, &entry.id)?;
+            if from.is_none() {
+                ours.clear();
+            }
+            (Some(log), ours)
+        }
+        _ => (None, std::collections::HashSet::new()),
+    };
     let shared = Shared {
         tracker: &tracker,
         throttle: ctx.throttle,
@@ -425,6 +437,8 @@ pub fn run(
         first_failure: &first_failure,
         moved: &moved,
         redirects: &redirects,
+        skip_log: skip_log.as_ref(),
+        ours: &ours,
     };
     let lanes = match &out {
         Output::Lanes(confs, _) => confs.iter().map(Lane::open).collect::<anyhow::Result<Vec<_>>>()?,
@@ -462,7 +476,7 @@ pub fn run(
             }
         }
         let checkpointer = ctx.state.map(|state| {
-            let (tracker, ckpt_stop, id) = (&tracker, &ckpt_stop, entry.id.as_str());
+            let (tracker, ckpt_stop, id, skip_log) = (&tracker, &ckpt_stop, entry.id.as_str(), skip_log.as_ref());
             s.spawn(move || -> anyhow::Result<()> {
                 let (m, cv) = ckpt_stop;
                 let mut stopped = m.lock().unwrap_or_else(|e| e.into_inner());
@@ -471,8 +485,12 @@ pub fn run(
                         .wait_timeout(stopped, ctx.checkpoint_every)
                         .unwrap_or_else(|e| e.into_inner())
                         .0;
+                    let done_seq = tracker.done_seq();
                     let (resume, counts, chosen) = tracker.committed();
                     state.save_shard(id, &ShardState::new(false, resume, counts, &chosen))?;
+                    if let Some(log) = skip_log {
+                        log.prune(done_seq)?;
+                    }
                 }
                 Ok(())
             })
@@ -534,6 +552,9 @@ pub fn run(
     let (resume, counts, chosen) = tracker.committed();
     if let Some(state) = ctx.state {
         state.save_shard(&entry.id, &ShardState::new(true, resume, counts.clone(), &chosen))?;
+        if let Some(log) = &skip_log {
+            log.remove();
+        }
     }
     Ok(ShardOutcome {
         counts,

@@ -102,7 +102,8 @@ impl StateDir {
             )
         })?;
         for e in std::fs::read_dir(&self.dir)?.flatten() {
-            if e.path().extension().is_some_and(|x| x == "json") {
+            let skip_log = e.file_name().to_string_lossy().contains(".skip.");
+            if skip_log || e.path().extension().is_some_and(|x| x == "json") {
                 std::fs::remove_file(e.path()).ok();
             }
         }
