@@ -1,6 +1,7 @@
 //! `kvferry export` of big keys and of keys that expire while it runs, against a real source
-//! server: collections of a million members and a big stream come out whole, in bounded parts;
-//! expiring keys come out with their expiry or are counted as gone, never with a wrong one.
+//! server: collections of a million members and a big stream come out whole, in bounded parts,
+//! and `kvferry import` writes them back whole into another server; expiring keys come out with
+//! their expiry or are counted as gone, never with a wrong one.
 
 mod support;
 
@@ -135,6 +136,53 @@ fn million_member_collections_and_a_big_stream() {
     assert!((0..MEMBERS).all(|i| zset.get(member(i).as_bytes()) == Some(&(i as f64 - 500_000.5))));
     let stream = &got[b"stream".as_slice()].stream;
     assert_eq!(stream, &(1..=STREAM as u64).map(|i| (i, 1)).collect::<Vec<_>>());
+
+    // The same keys through `kvferry import` into another server, in bounded commands.
+    let t = Server::target();
+    let o = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .args([
+            "import",
+            out.to_str().unwrap(),
+            "--target",
+            &t.url(),
+            "--progress",
+            "none",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut tc = t.conn();
+    let h: HashMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL").arg("hash").query(&mut tc).unwrap();
+    assert!(&h == hash, "the hash, field by field");
+    let l: Vec<Vec<u8>> = redis::cmd("LRANGE").arg("list").arg(0).arg(-1).query(&mut tc).unwrap();
+    assert!(&l == list, "the list, in order, nothing doubled");
+    let st: BTreeSet<Vec<u8>> = redis::cmd("SMEMBERS").arg("set").query(&mut tc).unwrap();
+    assert!(&st == set, "the set");
+    let z: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGE")
+        .arg("zset")
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(&mut tc)
+        .unwrap();
+    assert!(
+        z.len() == MEMBERS && z.iter().all(|(m, sc)| zset.get(m) == Some(sc)),
+        "the zset"
+    );
+    let ids: Vec<(String, redis::Value)> = redis::cmd("XRANGE")
+        .arg("stream")
+        .arg("-")
+        .arg("+")
+        .query(&mut tc)
+        .unwrap();
+    let ids: Vec<(u64, u64)> = ids
+        .iter()
+        .map(|(id, _)| {
+            let (ms, seq) = id.split_once('-').unwrap();
+            (ms.parse().unwrap(), seq.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(&ids, stream);
 }
 
 /// Keys that expire during the export (TTLs of 1 ms to 2 s, while the export is held to a slow
