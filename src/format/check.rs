@@ -217,87 +217,95 @@ fn check_reader(
         }
         f.problems.push(format!("{}: {msg}", path.display()));
     };
-    r.par_blocks(
-        threads,
-        |b| b,
-        |i, block| {
-            progress(Progress::Bytes(
-                r.trailer().blocks[i as usize].end() - r.trailer().blocks[i as usize].offset(),
-            ));
-            let block = match block {
-                Ok(b) => b,
-                Err(e) => {
-                    problem(&mut f, Some(i), e.error.to_string());
-                    seq = PartSeq::default(); // resynchronise after the lost block
-                    return true;
-                }
-            };
-            for (n, rec) in block.records().enumerate() {
-                let at = |detail: String| {
-                    FormatError::Record {
-                        block: i,
-                        record: n as u32,
-                        detail,
-                    }
-                    .to_string()
-                };
-                let rec = match rec {
-                    Ok(rec) => rec,
+    // The whole-file digests (CRC and SHA-256) are computed on their own thread while the
+    // blocks are checked, so the file's bytes are read in parallel rather than twice in a row.
+    std::thread::scope(|scope| {
+        let digests = scope.spawn(|| r.digests());
+        r.par_blocks(
+            threads,
+            |b| b,
+            |i, block| {
+                progress(Progress::Bytes(
+                    r.trailer().blocks[i as usize].end() - r.trailer().blocks[i as usize].offset(),
+                ));
+                let block = match block {
+                    Ok(b) => b,
                     Err(e) => {
-                        problem(&mut f, Some(i), e.to_string());
-                        break;
+                        problem(&mut f, Some(i), e.error.to_string());
+                        seq = PartSeq::default(); // resynchronise after the lost block
+                        return true;
                     }
                 };
-                if let Err(e) = seq.accept(&rec) {
-                    problem(&mut f, Some(i), at(e));
-                }
-                if let super::record::Record::Key(k) = &rec {
-                    if k.part == 0 && k.flags & super::consts::FLAG_MULTI_TYPE != 0 {
-                        f.multi_type_keys += 1;
-                        if f.multi_type_examples.len() < 10 {
-                            f.multi_type_examples.push(format!(
-                                "{:?} ({})",
-                                super::record::Lossy(k.key),
-                                k.key_type().name()
-                            ));
+                for (n, rec) in block.records().enumerate() {
+                    let at = |detail: String| {
+                        FormatError::Record {
+                            block: i,
+                            record: n as u32,
+                            detail,
+                        }
+                        .to_string()
+                    };
+                    let rec = match rec {
+                        Ok(rec) => rec,
+                        Err(e) => {
+                            problem(&mut f, Some(i), e.to_string());
+                            break;
+                        }
+                    };
+                    if let Err(e) = seq.accept(&rec) {
+                        problem(&mut f, Some(i), at(e));
+                    }
+                    if let super::record::Record::Key(k) = &rec {
+                        if k.part == 0 && k.flags & super::consts::FLAG_MULTI_TYPE != 0 {
+                            f.multi_type_keys += 1;
+                            if f.multi_type_examples.len() < 10 {
+                                f.multi_type_examples.push(format!(
+                                    "{:?} ({})",
+                                    super::record::Lossy(k.key),
+                                    k.key_type().name()
+                                ));
+                            }
                         }
                     }
+                    stats.add(&rec);
                 }
-                stats.add(&rec);
-            }
-            true
-        },
-    );
-    if let Err(e) = seq.finish() {
-        problem(&mut f, None, e);
-    }
-    let t = r.trailer();
-    if f.bad_blocks.is_empty() {
-        if let Err(e) = stats.compare(t) {
+                true
+            },
+        );
+        if let Err(e) = seq.finish() {
             problem(&mut f, None, e);
         }
-    }
-    match r.digests() {
-        Ok((crc, sha)) => {
-            if crc != t.file_crc32 {
-                problem(
-                    &mut f,
-                    None,
-                    FormatError::Checksum {
-                        what: "file",
-                        block: None,
-                        offset: 0,
-                        expected: t.file_crc32,
-                        got: crc,
-                    }
-                    .to_string(),
-                );
-            }
-            if let Some(want) = sha256.filter(|w| *w != sha) {
-                problem(&mut f, None, format!("SHA-256 differs from the manifest: expected {want}, found {sha}; the file was damaged or replaced, copy it again"));
+        let t = r.trailer();
+        if f.bad_blocks.is_empty() {
+            if let Err(e) = stats.compare(t) {
+                problem(&mut f, None, e);
             }
         }
-        Err(e) => problem(&mut f, None, e.error.to_string()),
-    }
-    f
+        let digests = digests
+            .join()
+            .unwrap_or_else(|_| unreachable!("BUG: the digest thread panicked"));
+        match digests {
+            Ok((crc, sha)) => {
+                if crc != t.file_crc32 {
+                    problem(
+                        &mut f,
+                        None,
+                        FormatError::Checksum {
+                            what: "file",
+                            block: None,
+                            offset: 0,
+                            expected: t.file_crc32,
+                            got: crc,
+                        }
+                        .to_string(),
+                    );
+                }
+                if let Some(want) = sha256.filter(|w| *w != sha) {
+                    problem(&mut f, None, format!("SHA-256 differs from the manifest: expected {want}, found {sha}; the file was damaged or replaced, copy it again"));
+                }
+            }
+            Err(e) => problem(&mut f, None, e.error.to_string()),
+        }
+        f
+    })
 }

@@ -77,10 +77,29 @@ pub enum Op {
 /// One packed write command.
 #[derive(Clone, Debug)]
 pub struct WCmd {
-    pub bytes: Vec<u8>,
+    /// The command is `bytes[start..]` (chunked commands are built after room left for their
+    /// header, so their arguments are never copied).
+    bytes: Vec<u8>,
+    start: usize,
     pub op: Op,
     /// The command name, for error reports.
     pub name: &'static str,
+}
+
+impl WCmd {
+    pub fn new(bytes: Vec<u8>, op: Op, name: &'static str) -> WCmd {
+        WCmd {
+            bytes,
+            start: 0,
+            op,
+            name,
+        }
+    }
+
+    /// The command as RESP.
+    pub fn packed(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
 }
 
 /// Bytes of arguments per command; Kvrocks writes a command as one batch, keep them a few MB.
@@ -103,28 +122,47 @@ struct Chunks<'o> {
     out: &'o mut Vec<WCmd>,
     cmd: &'static str,
     name: &'o [u8],
+    /// Room for the header, then the arguments.
     body: Vec<u8>,
+    /// Bytes of estimated value left, to size the next body.
+    left: usize,
     args: usize,
     items: u32,
     push: bool,
 }
 
 impl<'o> Chunks<'o> {
-    fn new(out: &'o mut Vec<WCmd>, cmd: &'static str, name: &'o [u8], push: bool) -> Chunks<'o> {
-        Chunks {
+    /// `estimate`: about how many bytes of arguments will come.
+    fn new(out: &'o mut Vec<WCmd>, cmd: &'static str, name: &'o [u8], push: bool, estimate: usize) -> Chunks<'o> {
+        let mut c = Chunks {
             out,
             cmd,
             name,
             body: Vec::new(),
+            left: estimate,
             args: 0,
             items: 0,
             push,
-        }
+        };
+        c.fresh_body();
+        c
+    }
+
+    fn room(&self) -> usize {
+        // "*N\r\n" + the command's and the key's bulks.
+        16 + bulk_len(self.cmd.len()) + bulk_len(self.name.len())
+    }
+
+    fn fresh_body(&mut self) {
+        let room = self.room();
+        self.body = Vec::with_capacity(room + self.left.min(CHUNK_BYTES) + 64);
+        self.body.resize(room, 0);
     }
 
     fn item(&mut self, args: &[&[u8]]) {
         let len: usize = args.iter().map(|a| bulk_len(a.len())).sum();
-        if self.items > 0 && (self.body.len() + len > CHUNK_BYTES || self.args + args.len() > CHUNK_ARGS) {
+        if self.items > 0 && (self.body.len() - self.room() + len > CHUNK_BYTES || self.args + args.len() > CHUNK_ARGS)
+        {
             self.flush();
         }
         for a in args {
@@ -138,13 +176,18 @@ impl<'o> Chunks<'o> {
         if self.items == 0 {
             return;
         }
-        let mut bytes = Vec::with_capacity(self.body.len() + 32 + self.name.len());
-        header(&mut bytes, 2 + self.args);
-        bulk(&mut bytes, self.cmd.as_bytes());
-        bulk(&mut bytes, self.name);
-        bytes.append(&mut self.body);
+        let mut head = Vec::with_capacity(self.room());
+        header(&mut head, 2 + self.args);
+        bulk(&mut head, self.cmd.as_bytes());
+        bulk(&mut head, self.name);
+        let room = self.room();
+        let start = room - head.len();
+        self.left = self.left.saturating_sub(self.body.len() - room);
+        let mut bytes = std::mem::take(&mut self.body);
+        bytes[start..room].copy_from_slice(&head);
         self.out.push(WCmd {
             bytes,
+            start,
             op: if self.push {
                 Op::Push(self.items)
             } else {
@@ -152,6 +195,7 @@ impl<'o> Chunks<'o> {
             },
             name: self.cmd,
         });
+        self.fresh_body();
         self.args = 0;
         self.items = 0;
     }
@@ -166,7 +210,7 @@ impl Drop for Chunks<'_> {
 fn cmd(out: &mut Vec<WCmd>, op: Op, name: &'static str, args: &[&[u8]]) {
     let mut bytes = Vec::new();
     resp::pack(&mut bytes, args);
-    out.push(WCmd { bytes, op, name });
+    out.push(WCmd::new(bytes, op, name));
 }
 
 fn id(i: StreamId) -> Vec<u8> {
@@ -189,6 +233,11 @@ pub fn part(
     if del_first && !matches!(rec.value, Value::String(_)) {
         cmd(out, Op::Del, "DEL", &[b"DEL", name]);
     }
+    // Argument bytes to expect: the values, plus RESP framing and score text per element.
+    let est = {
+        let (bytes, elements) = rec.value.size();
+        (bytes + elements * 32) as usize
+    };
     match &rec.value {
         Value::String(v) if rec.part == 0 => {
             cmd(out, Op::Idempotent, "SET", &[b"SET", name, v]);
@@ -200,19 +249,19 @@ pub fn part(
             st.string_offset += v.len() as u64;
         }
         Value::Hash(pairs) if d.hset_pairs => {
-            let mut c = Chunks::new(out, "HSET", name, false);
+            let mut c = Chunks::new(out, "HSET", name, false, est);
             pairs.iter().for_each(|(f, v)| c.item(&[f, v]));
         }
         Value::Hash(pairs) => {
-            let mut c = Chunks::new(out, "HMSET", name, false);
+            let mut c = Chunks::new(out, "HMSET", name, false, est);
             pairs.iter().for_each(|(f, v)| c.item(&[f, v]));
         }
         Value::List(items) => {
-            let mut c = Chunks::new(out, "RPUSH", name, true);
+            let mut c = Chunks::new(out, "RPUSH", name, true, est);
             items.iter().for_each(|e| c.item(&[e]));
         }
         Value::Set(items) => {
-            let mut c = Chunks::new(out, "SADD", name, false);
+            let mut c = Chunks::new(out, "SADD", name, false, est);
             items.iter().for_each(|e| c.item(&[e]));
         }
         Value::ZSet(members) => {
@@ -220,7 +269,7 @@ pub fn part(
             // members go alone, so only they fail, and the failure names the key.
             let (nan, good): (Vec<_>, Vec<_>) = members.iter().partition(|(_, s)| s.is_nan());
             {
-                let mut c = Chunks::new(out, "ZADD", name, false);
+                let mut c = Chunks::new(out, "ZADD", name, false, est);
                 for (m, s) in good {
                     c.item(&[resp::score(s).as_bytes(), m]);
                 }
@@ -241,11 +290,7 @@ pub fn part(
                     bulk(&mut bytes, f);
                     bulk(&mut bytes, v);
                 }
-                out.push(WCmd {
-                    bytes,
-                    op: Op::OnceOnly,
-                    name: "XADD",
-                });
+                out.push(WCmd::new(bytes, Op::OnceOnly, "XADD"));
             }
             st.stream_entries += entries.len() as u64;
             if let Some(m) = meta {
@@ -417,7 +462,7 @@ mod tests {
             .filter_map(|c| if let Op::Push(n) = c.op { Some(n) } else { None })
             .sum();
         assert_eq!(pushed, 250_000);
-        assert!(out.iter().all(|c| c.bytes.len() < CHUNK_BYTES + 100));
+        assert!(out.iter().all(|c| c.packed().len() < CHUNK_BYTES + 100));
     }
 
     #[test]
@@ -444,8 +489,8 @@ mod tests {
             &mut out,
         );
         assert_eq!(names(&out), ["SET", "SETRANGE", "EXPIRE"]);
-        assert!(out[1].bytes.ends_with(b"$1\r\n3\r\n$2\r\nde\r\n"));
-        assert!(out[2].bytes.ends_with(b"$1\r\n2\r\n"), "1.5 s left rounds up to 2 s");
+        assert!(out[1].packed().ends_with(b"$1\r\n3\r\n$2\r\nde\r\n"));
+        assert!(out[2].packed().ends_with(b"$1\r\n2\r\n"), "1.5 s left rounds up to 2 s");
         let mut out = Vec::new();
         part(
             &pika,
@@ -478,7 +523,7 @@ mod tests {
         );
         assert_eq!(names(&out), ["ZADD", "ZADD"]);
         assert!(out[0]
-            .bytes
+            .packed()
             .ends_with(b"$3\r\n1.0\r\n$1\r\na\r\n$4\r\n-0.0\r\n$1\r\nc\r\n"));
     }
 

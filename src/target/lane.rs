@@ -279,11 +279,7 @@ impl Lane {
                 if !items.is_empty() {
                     sh.throttle.take(limit as u64);
                 }
-                let r = self.exchange(
-                    items[..limit].iter().map(|i| i.cmd.bytes.as_slice()),
-                    &mut buf,
-                    &mut replies,
-                );
+                let r = self.exchange(items[..limit].iter().map(|i| i.cmd.packed()), &mut buf, &mut replies);
                 let answered = replies.len();
                 stuck = if answered == 0 && r.is_err() { stuck + 1 } else { 0 };
                 if stuck >= 4 {
@@ -336,7 +332,7 @@ impl Lane {
     /// the named node (and asks for a new slot map), ASK goes there once after ASKING, TRYAGAIN
     /// waits and asks again. Keys' later commands meet the same redirect, so their order holds.
     fn follow(&mut self, it: &Item, r: Redirect, sh: &Shared) -> anyhow::Result<Value> {
-        self.follow_cmd(&it.cmd.bytes, &it.key.name, r, sh)
+        self.follow_cmd(it.cmd.packed(), &it.key.name, r, sh)
     }
 
     fn follow_cmd(&mut self, cmd: &[u8], key: &[u8], mut r: Redirect, sh: &Shared) -> anyhow::Result<Value> {

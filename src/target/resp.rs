@@ -2,25 +2,39 @@
 
 /// Appends one command, a RESP array of bulk strings, to `out`.
 pub fn pack(out: &mut Vec<u8>, args: &[&[u8]]) {
-    out.push(b'*');
-    out.extend_from_slice(args.len().to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
+    out.reserve(16 + args.iter().map(|a| bulk_len(a.len())).sum::<usize>());
+    header(out, args.len());
     for a in args {
         bulk(out, a);
     }
 }
 
+/// Appends `n` in decimal, without allocating (this runs once per argument written).
+fn decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 /// Appends the header of a command of `n` arguments; the arguments follow with [`bulk`].
 pub fn header(out: &mut Vec<u8>, n: usize) {
     out.push(b'*');
-    out.extend_from_slice(n.to_string().as_bytes());
+    decimal(out, n);
     out.extend_from_slice(b"\r\n");
 }
 
 /// Appends one bulk string.
 pub fn bulk(out: &mut Vec<u8>, a: &[u8]) {
     out.push(b'$');
-    out.extend_from_slice(a.len().to_string().as_bytes());
+    decimal(out, a.len());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(a);
     out.extend_from_slice(b"\r\n");
@@ -86,6 +100,9 @@ mod tests {
         let mut out = Vec::new();
         pack(&mut out, &[b"SET", b"k", b""]);
         assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n");
+        let mut out = Vec::new();
+        bulk(&mut out, &[b'x'; 1234]);
+        assert!(out.starts_with(b"$1234\r\nx"));
         assert_eq!(bulk_len(0), 6);
         assert_eq!(bulk_len(10), 17);
     }

@@ -151,7 +151,7 @@ impl Dispatch<'_, '_> {
     fn push(&mut self, lane: usize, item: Item) -> anyhow::Result<()> {
         self.tracker.sent(item.seq, 1);
         let (buf, bytes) = &mut self.bufs[lane];
-        *bytes += item.cmd.bytes.len();
+        *bytes += item.cmd.packed().len();
         buf.push(item);
         if buf.len() >= self.ctx.pipeline || *bytes >= self.ctx.batch_bytes {
             self.flush(lane)?;
@@ -352,11 +352,7 @@ impl Dispatch<'_, '_> {
             if o.sent || o.held.is_some() {
                 let mut del = Vec::new();
                 crate::target::resp::pack(&mut del, &[b"DEL", &tag.name]);
-                let del = WCmd {
-                    bytes: del,
-                    op: Op::Del,
-                    name: "DEL",
-                };
+                let del = WCmd::new(del, Op::Del, "DEL");
                 let (lane, first) = (o.lane, !o.sent);
                 o.sent = true;
                 // The DEL goes last; finish() sends it with the key's (failed) outcome.
@@ -682,7 +678,7 @@ fn resp_worker(
     for batch in rx {
         let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
         for it in batch {
-            w.write_all(&it.cmd.bytes).context("--resp: cannot write")?;
+            w.write_all(it.cmd.packed()).context("--resp: cannot write")?;
             acks.push((it.seq, it.last.then(|| written(&it.key))));
         }
         drop(w);
