@@ -814,3 +814,20 @@ fn a_command_that_closes_the_connection_fails_only_its_key() {
     assert_eq!(sum(&r["shards"][0]["written"]), 500, "{r}");
     assert_eq!(dbsize(&t), 500, "failed keys are not left half written");
 }
+
+/// `--max-ops-per-sec` holds the import below a rate, so it can run beside production traffic.
+#[test]
+fn max_ops_per_sec_limits_the_rate() {
+    let s = Server::source();
+    let kv: Vec<(String, String)> = (0..3000).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    let _: () = s.conn().mset(&kv).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    let t = Server::target();
+    let started = std::time::Instant::now();
+    let o = import(&snap, &t, &["--max-ops-per-sec", "5000"]);
+    let took = started.elapsed().as_secs_f64();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(took >= 0.55, "3000 SETs at 5,000 commands/s took only {took:.2}s");
+    assert_eq!(dbsize(&t), 3000);
+}

@@ -72,7 +72,8 @@ pub enum Progress<'a> {
 }
 
 /// Checks the snapshot in `dir` (or a single shard file, when `path` is a file), decoding blocks
-/// on `threads` threads, reporting to `progress` as it goes.
+/// on `threads` threads, reporting to `progress` as it goes. Files are read, not mapped, so that
+/// memory stays bounded however big they are (mapped pages count as resident once touched).
 pub fn check(path: &Path, threads: usize, progress: &mut dyn FnMut(Progress)) -> CheckReport {
     let mut report = CheckReport {
         snapshot: path.to_path_buf(),
@@ -106,7 +107,7 @@ pub fn check(path: &Path, threads: usize, progress: &mut dyn FnMut(Progress)) ->
         let mut types = BTreeMap::new();
         for (pi, part) in shard.parts.iter().enumerate() {
             let path = snap.part_path(part);
-            let mut f = match snap.open_part(si, pi, ReadMode::Mmap) {
+            let mut f = match snap.open_part(si, pi, ReadMode::Read) {
                 Ok(r) => {
                     for (t, n) in &r.trailer().keys_by_type {
                         *types.entry(t.clone()).or_insert(0u64) += n;
@@ -159,7 +160,7 @@ fn shard_files(dir: &Path) -> Vec<PathBuf> {
 
 /// Checks one file; `sha256` is the manifest's digest when there is one.
 pub fn check_file(path: &Path, sha256: Option<&str>, threads: usize, progress: &mut dyn FnMut(Progress)) -> FileReport {
-    match ShardReader::open(path) {
+    match ShardReader::open_with(path, ReadMode::Read) {
         Ok(r) => check_reader(&r, sha256, threads, progress),
         Err(e) => check_broken(path, e.error),
     }

@@ -358,7 +358,7 @@ fn precheck(snap: &Snapshot, shards: &[usize]) -> CheckReport {
                 let shard = &snap.manifest.shards[si];
                 let part = &shard.parts[pi];
                 let path = snap.part_path(part);
-                let quick = snap.open_part(si, pi, ReadMode::Mmap).ok().filter(|r| {
+                let quick = snap.open_part(si, pi, ReadMode::Read).ok().filter(|r| {
                     let may_multi = r
                         .header()
                         .source_server
@@ -377,7 +377,7 @@ fn precheck(snap: &Snapshot, shards: &[usize]) -> CheckReport {
                     None => {
                         let mut f = check::check_file(&path, Some(&part.sha256), 1, &mut |_| {});
                         if let Err(e @ crate::format::error::SnapshotError::Mismatch { .. }) =
-                            snap.open_part(si, pi, ReadMode::Mmap)
+                            snap.open_part(si, pi, ReadMode::Read)
                         {
                             f.problems.insert(0, e.to_string());
                         }

@@ -571,7 +571,7 @@ fn dispatch(d: &mut Dispatch, si: usize, start: Pos, task: &Task) -> anyhow::Res
         let reader = d
             .ctx
             .snap
-            .open_part(si, pi, ReadMode::Mmap)
+            .open_part(si, pi, ReadMode::Read)
             .with_context(|| format!("{}", path.display()))?;
         let first = if pi == start.part as usize { start.block } else { 0 };
         let mut err = None;
