@@ -831,3 +831,43 @@ fn max_ops_per_sec_limits_the_rate() {
     assert!(took >= 0.55, "3000 SETs at 5,000 commands/s took only {took:.2}s");
     assert_eq!(dbsize(&t), 3000);
 }
+
+/// An unreachable target or a wrong password: one line that names the target and says what to
+/// do, and nothing else happens.
+#[test]
+fn unreachable_targets_and_wrong_passwords_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = "fixtures/good/all-types";
+    let port = support::free_port_any();
+    let o = kvferry(&[
+        "import",
+        snap,
+        "--target",
+        &format!("redis://127.0.0.1:{port}"),
+        "--shard",
+        "src0-db0",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("redis://127.0.0.1:{port}: connection refused")),
+        "{err}"
+    );
+    let t = Server::start(Kind::Redis, &[("requirepass", "right")]);
+    let url = format!("redis://:wrong@127.0.0.1:{}", t.port);
+    let state = dir.path().join("state");
+    let o = kvferry(&[
+        "import",
+        snap,
+        "--target",
+        &url,
+        "--shard",
+        "src0-db0",
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("authentication failed") && !err.contains("wrong"), "{err}");
+    assert!(!state.exists(), "nothing was started");
+}

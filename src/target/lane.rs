@@ -231,14 +231,33 @@ impl Lane {
         buf: &mut Vec<u8>,
         replies: &mut Vec<Value>,
     ) -> Result<(), redis::RedisError> {
+        // Small commands are gathered into one write; big ones (chunks of a big key) are written
+        // as they are, so their bytes are not copied once more.
+        const DIRECT: usize = 64 << 10;
         buf.clear();
         let mut n = 0;
+        let mut sent = Ok(());
         for c in cmds {
-            buf.extend_from_slice(c);
             n += 1;
+            if sent.is_err() {
+                continue;
+            }
+            if c.len() < DIRECT {
+                buf.extend_from_slice(c);
+                continue;
+            }
+            if !buf.is_empty() {
+                sent = self.conn.send_packed_command(buf);
+                buf.clear();
+            }
+            if sent.is_ok() {
+                sent = self.conn.send_packed_command(c);
+            }
+        }
+        if sent.is_ok() && !buf.is_empty() {
+            sent = self.conn.send_packed_command(buf);
         }
         replies.clear();
-        let sent = self.conn.send_packed_command(buf);
         // Even when the write failed (the server answered an error and closed the connection,
         // as Kvrocks and Redis do on a protocol error), the replies it sent first can be read.
         for _ in 0..n {

@@ -513,15 +513,20 @@ pub fn run(
         let dispatched = dispatched.and_then(|()| d.flush_all());
         lost = std::mem::take(&mut d.lost);
         drop(d); // closes the channels: the workers finish their queues and return
-        let mut r = dispatched;
+                 // A connection's own error is the cause; the dispatcher then only saw its channel close.
+        let mut worker_error = None;
         for w in workers {
             let wr = w
                 .join()
                 .unwrap_or_else(|_| Err(anyhow!("BUG: a connection thread panicked")));
-            if r.is_ok() {
-                r = wr;
+            if let Err(e) = wr {
+                worker_error.get_or_insert(e);
             }
         }
+        let mut r = match worker_error {
+            Some(e) => Err(e),
+            None => dispatched,
+        };
         {
             *ckpt_stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
             ckpt_stop.1.notify_all();
