@@ -32,6 +32,11 @@ pub enum Command {
         after_help = "Examples:\n  kvferry import /backups/pika-2026-11-24 --target redis://10.0.0.9:6666 --dry-run\n  kvferry import /backups/snap --target redis://10.0.0.9:6666 --report import.json\n  kvferry import /backups/snap --target redis://kvrocks:6666 --namespace-map 0=env:NS0_TOKEN,1=env:NS1_TOKEN\n  kvferry import /backups/snap --target redis://redis:6379 --db-map 0=0,3=1 --conflict replace\n  kvferry import /backups/snap --target redis://10.0.0.9:6666 --resume   # continue a killed or failed run\n  kvferry import /backups/snap --resp - | redis-cli --pipe\n\nBefore writing, every file of the snapshot is checked (sizes, counts, CRCs), the target is asked\nwhether it is empty (--conflict fail, the default), and databases must be mapped when there are\nseveral. Checkpoints\nare kept beside the snapshot (or in --state DIR) every 5 s; after a kill or an error, run the\nsame command with --resume.\nExit code 0: every key written (or expired). 1: some keys failed or were lost (listed by name). 2: error."
     )]
     Import(Box<cmd::import::Args>),
+    /// Prove that a server holds what a snapshot holds: every key's type, value and expiry.
+    #[command(
+        after_help = "Examples:\n  kvferry verify /backups/snap --target redis://10.0.0.9:6666 --report diff.jsonl\n  kvferry verify /backups/snap --target redis://kvrocks:6666 --namespace-map 0=env:NS0_TOKEN --sample 0.01\n  kvferry verify /backups/snap --target redis://10.0.0.9:6666 --extra   # also keys the snapshot lacks\n  kvferry verify /backups/snap --source redis://10.0.0.5:9221          # drift of the source since the export\n\nUse the mapping options of the import. Keys that expired by now are expected to be absent. Big keys\nare compared part by part.\nExit code 0: identical. 1: differences (each named in the summary and --report). 2: could not verify."
+    )]
+    Verify(Box<cmd::verify::Args>),
     /// Summarise a snapshot: shards, keys per type and db, sizes, expiry, biggest keys.
     #[command(
         after_help = "Examples:\n  kvferry inspect /backups/pika-2026-11-24\n  kvferry inspect /backups/pika-2026-11-24 --json | jq .totals\n\nReads only the manifest and each file's header and trailer, so it is instant on any size.\nRun `kvferry check` to verify the data itself."
@@ -55,6 +60,7 @@ pub fn run() -> anyhow::Result<i32> {
     match cli.command {
         Command::Export(a) => cmd::export::run(*a),
         Command::Import(a) => cmd::import::run(*a),
+        Command::Verify(a) => cmd::verify::run(*a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Cat(a) => cmd::cat::run(a),
         Command::Check(a) => cmd::check::run(a),

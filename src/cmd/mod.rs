@@ -5,3 +5,4 @@ pub mod check;
 pub mod export;
 pub mod import;
 pub mod inspect;
+pub mod verify;

@@ -351,16 +351,23 @@ impl Lane {
     /// the named node (and asks for a new slot map), ASK goes there once after ASKING, TRYAGAIN
     /// waits and asks again. Keys' later commands meet the same redirect, so their order holds.
     fn follow(&mut self, it: &Item, r: Redirect, sh: &Shared) -> anyhow::Result<Value> {
-        self.follow_cmd(it.cmd.packed(), &it.key.name, r, sh)
+        self.follow_cmd(it.cmd.packed(), &it.key.name, r, sh.redirects, sh.moved)
     }
 
-    fn follow_cmd(&mut self, cmd: &[u8], key: &[u8], mut r: Redirect, sh: &Shared) -> anyhow::Result<Value> {
+    fn follow_cmd(
+        &mut self,
+        cmd: &[u8],
+        key: &[u8],
+        mut r: Redirect,
+        redirects: &AtomicU64,
+        moved: &AtomicBool,
+    ) -> anyhow::Result<Value> {
         let mut delay = Duration::from_millis(50);
         for _ in 0..30 {
-            sh.redirects.fetch_add(1, Relaxed);
+            redirects.fetch_add(1, Relaxed);
             let reply = match &r {
                 Redirect::Moved(addr) => {
-                    sh.moved.store(true, Relaxed);
+                    moved.store(true, Relaxed);
                     self.on_node(addr, &[cmd])
                 }
                 Redirect::Ask(addr) => {
@@ -426,6 +433,49 @@ impl Lane {
         Ok(last)
     }
 
+    /// Sends read-only commands and returns one reply per command (verify): redirects are
+    /// followed, and after a lost connection the unanswered commands are sent again (reads can
+    /// be repeated). `key_of` names a command's key for messages.
+    pub fn query_all(
+        &mut self,
+        cmds: &[Vec<u8>],
+        key_of: &dyn Fn(usize) -> Vec<u8>,
+        redirects: &AtomicU64,
+        moved: &AtomicBool,
+        throttle: &Throttle,
+    ) -> anyhow::Result<Vec<Value>> {
+        let mut out = Vec::with_capacity(cmds.len());
+        let mut buf = Vec::new();
+        let mut replies = Vec::new();
+        let mut stuck = 0;
+        while out.len() < cmds.len() {
+            let rest = &cmds[out.len()..];
+            throttle.take(rest.len() as u64);
+            let r = self.exchange(rest.iter().map(Vec::as_slice), &mut buf, &mut replies);
+            let got = std::mem::take(&mut replies);
+            stuck = if got.is_empty() && r.is_err() { stuck + 1 } else { 0 };
+            for v in got {
+                let i = out.len();
+                let v = match &v {
+                    Value::ServerError(e) => match Redirect::from_error(e.code(), e.details()) {
+                        Some(red) => self.follow_cmd(&cmds[i], &key_of(i), red, redirects, moved)?,
+                        None => v,
+                    },
+                    _ => v,
+                };
+                out.push(v);
+            }
+            match r {
+                Ok(()) => {}
+                Err(e) if stuck < 5 && (connection_lost(&e) || e.kind() == redis::ErrorKind::ParseError) => {
+                    self.recover().with_context(|| format!("after: {e}"))?;
+                }
+                Err(e) => return Err(anyhow!("{}: {e}", self.name)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Keys that failed part way are deleted once their last command was answered, so that a
     /// failed key is absent from the target rather than partly written (best effort: the
     /// report names the key either way).
@@ -485,7 +535,7 @@ impl Lane {
         for ((k, v), c) in fresh.iter().zip(got).zip(&cmds) {
             let v = match &v {
                 Value::ServerError(e) => match Redirect::from_error(e.code(), e.details()) {
-                    Some(r) => self.follow_cmd(c, &k.name, r, sh)?,
+                    Some(r) => self.follow_cmd(c, &k.name, r, sh.redirects, sh.moved)?,
                     None => v,
                 },
                 _ => v,

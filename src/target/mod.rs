@@ -5,6 +5,7 @@
 pub mod build;
 pub mod cluster;
 pub mod lane;
+pub mod probe;
 pub mod resp;
 pub mod skiplog;
 pub mod track;

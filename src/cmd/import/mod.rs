@@ -3,7 +3,7 @@
 //! the whole snapshot, the database mapping and the target's emptiness; while writing it counts
 //! every reply and checkpoints the acknowledged blocks, so `--resume` continues a killed import.
 
-mod shard;
+pub(crate) mod shard;
 mod state;
 
 use std::collections::BTreeMap;
@@ -54,18 +54,8 @@ pub struct Args {
     /// Import only this shard (see `kvferry inspect`); repeatable.
     #[arg(long = "shard", value_name = "ID")]
     pub shards: Vec<String>,
-    /// Map snapshot databases to target databases, e.g. `0=0,1=5`. Required when the snapshot
-    /// holds several databases (Redis, Valkey, Pika targets).
-    #[arg(long, value_name = "MAP", conflicts_with = "namespace_map")]
-    pub db_map: Option<String>,
-    /// Map snapshot databases to Kvrocks namespaces by token, e.g. `0=tok0,1=env:NS1_TOKEN,2=file:/run/ns2`.
-    /// Each connection authenticates with its namespace's token.
-    #[arg(long, value_name = "MAP")]
-    pub namespace_map: Option<String>,
-    /// Prefix the keys of a snapshot database, e.g. `1=db1:` (lets databases share one target
-    /// keyspace without colliding).
-    #[arg(long, value_name = "MAP")]
-    pub prefix_map: Option<String>,
+    #[command(flatten)]
+    pub map: MapArgs,
     /// Keys that exist on the target: `fail` refuses to start unless every target database is
     /// empty (a first migration), `replace` overwrites them, `skip` leaves them and counts them.
     #[arg(long, value_enum, default_value = "fail")]
@@ -116,6 +106,23 @@ pub struct Args {
     pub checkpoint_secs: f64,
 }
 
+/// Where each snapshot database goes on the target (shared by import and verify).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MapArgs {
+    /// Map snapshot databases to target databases, e.g. `0=0,1=5`. Required when the snapshot
+    /// holds several databases (Redis, Valkey, Pika targets).
+    #[arg(long, value_name = "MAP", conflicts_with = "namespace_map")]
+    pub db_map: Option<String>,
+    /// Map snapshot databases to Kvrocks namespaces by token, e.g. `0=tok0,1=env:NS1_TOKEN,2=file:/run/ns2`.
+    /// Each connection authenticates with its namespace's token.
+    #[arg(long, value_name = "MAP")]
+    pub namespace_map: Option<String>,
+    /// Prefix the keys of a snapshot database, e.g. `1=db1:` (lets databases share one target
+    /// keyspace without colliding).
+    #[arg(long, value_name = "MAP")]
+    pub prefix_map: Option<String>,
+}
+
 /// The run was stopped (another shard failed, or --fail-fast): not an error of its own.
 #[derive(Debug)]
 pub struct Cancelled;
@@ -160,8 +167,9 @@ fn token(spec: &str) -> anyhow::Result<String> {
 }
 
 /// Works out where each selected shard goes, refusing ambiguous or lossy setups.
-fn destinations(
-    a: &Args,
+pub(crate) fn destinations(
+    a: &MapArgs,
+    skip_existing: bool,
     snap: &Snapshot,
     shards: &[usize],
     target: Option<(&Endpoint, &Server)>,
@@ -280,7 +288,7 @@ fn destinations(
             lane: LaneConf {
                 endpoint,
                 db: to_db,
-                skip_existing: a.conflict == Conflict::Skip,
+                skip_existing,
             },
             prefix,
             describe,
@@ -289,8 +297,56 @@ fn destinations(
     Ok(out)
 }
 
+/// A server to write to (or verify against), as found on connecting.
+pub(crate) struct Target {
+    /// How to reach it; with namespaces and no admin password, through the first token.
+    pub probe: Endpoint,
+    pub server: Server,
+    /// Its slot map, when it is a cluster.
+    pub slots: Option<SlotMap>,
+}
+
+/// Connects to `url`, finds out what it is and whether it is a cluster, and says so on stderr.
+pub(crate) fn open_target(
+    connect_args: &crate::endpoint::ConnectArgs,
+    url: &str,
+    map: &MapArgs,
+    role: &str,
+) -> anyhow::Result<Target> {
+    let endpoint = connect_args.endpoints(&[url.to_string()])?.remove(0);
+    // With namespaces and no admin password, the first token opens the first connection.
+    let first_token = parse_map("--namespace-map", map.namespace_map.as_deref())?
+        .values()
+        .next()
+        .map(|t| token(t))
+        .transpose()?;
+    let probe = match first_token {
+        Some(t) if !endpoint.has_password() => endpoint.with_token(t),
+        _ => endpoint.clone(),
+    };
+    let mut conn = connect(&probe, Duration::from_secs(10))?;
+    let server = describe(&endpoint.name(), &mut conn)?;
+    let cluster: String = redis::cmd("INFO").arg("cluster").query(&mut conn).unwrap_or_default();
+    let slots = if cluster.lines().any(|l| l.trim() == "cluster_enabled:1") {
+        Some(SlotMap::fetch(&mut conn, &server.name)?)
+    } else {
+        None
+    };
+    match &slots {
+        Some(m) => eprintln!(
+            "{}: {} ({role}), a cluster of {} masters: {}",
+            server.name,
+            server.software(),
+            m.nodes.len(),
+            m.nodes.join(", ")
+        ),
+        None => eprintln!("{}: {} ({role})", server.name, server.software()),
+    }
+    Ok(Target { probe, server, slots })
+}
+
 /// Glob-escapes `p` for SCAN MATCH.
-fn glob_escape(p: &[u8]) -> Vec<u8> {
+pub(crate) fn glob_escape(p: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(p.len() + 1);
     for &b in p {
         if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
@@ -480,37 +536,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         return run_resp(&a, &snap, &shards, path);
     }
     let url = a.target.clone().expect("BUG: clap requires --target without --resp");
-    let endpoint = a.connect.endpoints(std::slice::from_ref(&url))?.remove(0);
-    // With namespaces and no admin password, the first token opens the first connection.
-    let first_token = parse_map("--namespace-map", a.namespace_map.as_deref())?
-        .values()
-        .next()
-        .map(|t| token(t))
-        .transpose()?;
-    let probe = match first_token {
-        Some(t) if !endpoint.has_password() => endpoint.with_token(t),
-        _ => endpoint.clone(),
-    };
-    let mut conn = connect(&probe, Duration::from_secs(10))?;
-    let server = describe(&endpoint.name(), &mut conn)?;
-    let cluster: String = redis::cmd("INFO").arg("cluster").query(&mut conn).unwrap_or_default();
-    let slots = if cluster.lines().any(|l| l.trim() == "cluster_enabled:1") {
-        Some(SlotMap::fetch(&mut conn, &server.name)?)
-    } else {
-        None
-    };
-    drop(conn);
-    match &slots {
-        Some(m) => eprintln!(
-            "{}: {} (target), a cluster of {} masters: {}",
-            server.name,
-            server.software(),
-            m.nodes.len(),
-            m.nodes.join(", ")
-        ),
-        None => eprintln!("{}: {} (target)", server.name, server.software()),
-    }
-    let dests = destinations(&a, &snap, &shards, Some((&probe, &server)), slots.is_some())?;
+    let Target { probe, server, slots } = open_target(&a.connect, &url, &a.map, "target")?;
+    let dests = destinations(
+        &a.map,
+        a.conflict == Conflict::Skip,
+        &snap,
+        &shards,
+        Some((&probe, &server)),
+        slots.is_some(),
+    )?;
     let dialect = Dialect::for_server(&server.kind, &server.version);
     let state_dir = StateDir::new(a.state.clone().unwrap_or_else(|| {
         let safe: String = server
@@ -721,7 +755,7 @@ fn done_outcome(s: &state::ShardState) -> ShardOutcome {
 
 /// `--resp FILE`: the same commands, written to a file for `redis-cli --pipe`.
 fn run_resp(a: &Args, snap: &Snapshot, shards: &[usize], path: &std::path::Path) -> anyhow::Result<i32> {
-    let dests = destinations(a, snap, shards, None, false)?;
+    let dests = destinations(&a.map, false, snap, shards, None, false)?;
     let w: Box<dyn Write + Send> = if path.as_os_str() == "-" {
         Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
     } else {

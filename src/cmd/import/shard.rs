@@ -96,7 +96,7 @@ pub struct ClusterRoute {
 }
 
 impl ClusterRoute {
-    fn lane_of(&self, name: &[u8]) -> usize {
+    pub(crate) fn lane_of(&self, name: &[u8]) -> usize {
         self.map.node_of(name) * self.per_node + crc32fast::hash(name) as usize % self.per_node
     }
 

@@ -1,0 +1,663 @@
+//! `kvferry verify`: proves that a server holds what a snapshot holds (issue 5). Every key of the
+//! snapshot (or a sample) is read back by type, part by part, pipelined over parallel
+//! connections with the same database, namespace and cluster routing as import; each difference
+//! is named in a JSON-lines report. With `--extra` the server is also listed for keys the
+//! snapshot does not have. With `--source` it measures how far a live source drifted since the
+//! export. Exit codes: 0 identical, 1 differences, 2 could not verify.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::json;
+
+use super::import::shard::{ClusterRoute, Dest, MultiType};
+use super::import::{destinations, glob_escape, open_target, MapArgs};
+use crate::format::consts::FLAG_MULTI_TYPE;
+use crate::format::reader::ReadMode;
+use crate::format::record::{KeyRecord, Record};
+use crate::format::snapshot::Snapshot;
+use crate::format::KeyType;
+use crate::progress::{Mode, Progress, Task};
+use crate::source::conn::ServerKind;
+use crate::source::scan::key_json;
+use crate::source::throttle::Throttle;
+use crate::target::lane::{Lane, LaneConf};
+use crate::target::probe::{self, Caps, Probe, ProbeState, Verdict};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The snapshot directory (the one holding MANIFEST.json).
+    pub snapshot: PathBuf,
+    /// The server an import wrote the snapshot to.
+    #[arg(long, required_unless_present = "source", conflicts_with = "source")]
+    pub target: Option<String>,
+    /// The server the snapshot was exported from: how far it has drifted since (databases map to
+    /// themselves).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Verify only this shard; repeatable.
+    #[arg(long = "shard", value_name = "ID")]
+    pub shards: Vec<String>,
+    #[command(flatten)]
+    pub map: MapArgs,
+    /// Where the import put keys the source held under several types: `first` (the first type
+    /// under the key, the others not written) or `suffix` (the others under KEY:TYPE).
+    #[arg(long, value_enum, default_value = "first")]
+    pub multi_type: MultiType,
+    /// Verify a random sample of this fraction of the keys (0 to 1); the same keys each time.
+    #[arg(long, default_value_t = 1.0)]
+    pub sample: f64,
+    /// How far an expiry may be off, e.g. `5s`, `500ms`, `2m`.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_ms)]
+    pub ttl_tolerance: u64,
+    /// Connections per shard (per master on a cluster).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+    /// Also list the server's keys and report those the snapshot does not have (keeps 16 bytes
+    /// per snapshot key in memory).
+    #[arg(long)]
+    pub extra: bool,
+    /// Send at most this many commands per second.
+    #[arg(long)]
+    pub max_ops_per_sec: Option<u64>,
+    /// Write every difference as a JSON line to this file.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: Mode,
+    #[command(flatten)]
+    pub connect: crate::endpoint::ConnectArgs,
+}
+
+fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num.parse().map_err(|_| format!("{s:?}: expected e.g. 5s, 500ms, 2m"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n * 1e3,
+        "m" => n * 60e3,
+        "h" => n * 3600e3,
+        _ => return Err(format!("{s:?}: the unit is ms, s, m or h")),
+    };
+    Ok(ms as u64)
+}
+
+/// The outcome kinds of the summary, in the report's words.
+const KINDS: [&str; 7] = [
+    "ok",
+    "missing",
+    "wrong_type",
+    "wrong_value",
+    "wrong_ttl",
+    "expired",
+    "extra",
+];
+
+/// Counts per kind and type, and the report.
+struct Results {
+    counts: BTreeMap<(&'static str, String), u64>,
+    report: Option<Box<dyn Write + Send>>,
+    /// The first differences, for the summary.
+    shown: Vec<String>,
+    differences: u64,
+}
+
+impl Results {
+    fn add(&mut self, shard: &str, key: &[u8], ty: &str, kind: &'static str, detail: &str) -> anyhow::Result<()> {
+        *self.counts.entry((kind, ty.to_string())).or_insert(0) += 1;
+        if kind == "ok" || kind == "expired" {
+            return Ok(());
+        }
+        self.differences += 1;
+        let line = json!({"shard": shard, "key": key_json(key), "type": ty, "problem": kind, "detail": detail});
+        if self.shown.len() < 20 {
+            self.shown
+                .push(format!("  {kind} {} ({ty}, {shard}): {detail}", key_json(key)));
+        }
+        if let Some(w) = &mut self.report {
+            writeln!(w, "{line}").context("--report: cannot write")?;
+        }
+        Ok(())
+    }
+}
+
+/// One key being verified.
+struct KeyCheck {
+    name: Vec<u8>,
+    ty: KeyType,
+    /// Expected to be gone (its expiry passed): absence is fine.
+    may_be_gone: bool,
+    /// The findings so far: (priority, kind, detail).
+    found: Mutex<Option<(u8, &'static str, String)>>,
+}
+
+impl KeyCheck {
+    fn note(&self, v: Verdict) {
+        let (p, kind, detail) = match v {
+            Verdict::Ok => return,
+            Verdict::Missing => (4, "missing", "not on the server".to_string()),
+            Verdict::WrongType(d) => (3, "wrong_type", d),
+            Verdict::WrongValue(d) => (2, "wrong_value", d),
+            Verdict::WrongTtl(d) => (1, "wrong_ttl", d),
+        };
+        let mut f = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        if f.as_ref().is_none_or(|(q, ..)| p > *q) {
+            *f = Some((p, kind, detail));
+        }
+    }
+
+    fn outcome(&self) -> (&'static str, String) {
+        match self.found.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            None if self.may_be_gone => ("expired", String::new()),
+            None => ("ok", String::new()),
+            Some((_, "missing", _)) if self.may_be_gone => ("expired", String::new()),
+            Some((_, kind, d)) => (kind, d),
+        }
+    }
+}
+
+struct Item {
+    probe: Probe,
+    key: Arc<KeyCheck>,
+    last: bool,
+}
+
+struct Shared<'a> {
+    results: &'a Mutex<Results>,
+    shard: &'a str,
+    tolerance: u64,
+    redirects: &'a AtomicU64,
+    moved: &'a AtomicBool,
+    throttle: &'a Throttle,
+    task: &'a Task,
+}
+
+fn now_ms() -> u64 {
+    crate::util::now_ms()
+}
+
+/// A connection's loop: read, judge, record.
+fn worker(mut lane: Lane, rx: std::sync::mpsc::Receiver<Vec<Item>>, sh: &Shared) -> anyhow::Result<()> {
+    for batch in rx {
+        let cmds: Vec<Vec<u8>> = batch.iter().map(|i| i.probe.cmd.clone()).collect();
+        let replies = lane.query_all(
+            &cmds,
+            &|i| batch[i].key.name.clone(),
+            sh.redirects,
+            sh.moved,
+            sh.throttle,
+        )?;
+        let now = now_ms();
+        let mut done = 0;
+        for (it, v) in batch.iter().zip(&replies) {
+            it.key.note(probe::judge(&it.probe.expect, v, now, sh.tolerance));
+            if it.last {
+                let (kind, detail) = it.key.outcome();
+                let mut r = sh.results.lock().unwrap_or_else(|e| e.into_inner());
+                r.add(sh.shard, &it.key.name, it.key.ty.name(), kind, &detail)?;
+                done += 1;
+            }
+        }
+        sh.task.add(done, 0);
+    }
+    Ok(())
+}
+
+/// Whether `key` is in the sample: a fixed function of the key, so a rerun checks the same keys.
+fn sampled(key: &[u8], rate: f64) -> bool {
+    rate >= 1.0 || (crc32fast::hash(key) as f64) < rate * u32::MAX as f64
+}
+
+struct Open {
+    key: Option<Arc<KeyCheck>>,
+    st: ProbeState,
+    lane: usize,
+    held: Option<Probe>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn verify_shard(
+    a: &Args,
+    snap: &Snapshot,
+    si: usize,
+    dest: &Dest,
+    lanes: Vec<LaneConf>,
+    route: Option<ClusterRoute>,
+    caps: Caps,
+    results: &Mutex<Results>,
+    throttle: &Throttle,
+    task: &Task,
+    seen: &mut HashSet<u64>,
+) -> anyhow::Result<u64> {
+    let entry = &snap.manifest.shards[si];
+    task.start(Some(entry.keys));
+    let redirects = AtomicU64::new(0);
+    let moved = AtomicBool::new(false);
+    let sh = Shared {
+        results,
+        shard: &entry.id,
+        tolerance: a.ttl_tolerance,
+        redirects: &redirects,
+        moved: &moved,
+        throttle,
+        task,
+    };
+    let opened = lanes.iter().map(Lane::open).collect::<anyhow::Result<Vec<_>>>()?;
+    let n = opened.len();
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let mut txs: Vec<SyncSender<Vec<Item>>> = Vec::new();
+        let mut workers = Vec::new();
+        for lane in opened {
+            let (tx, rx) = sync_channel::<Vec<Item>>(2);
+            txs.push(tx);
+            let sh = &sh;
+            workers.push(s.spawn(move || worker(lane, rx, sh)));
+        }
+        let mut bufs: Vec<Vec<Item>> = (0..n).map(|_| Vec::new()).collect();
+        let mut chosen: BTreeMap<Vec<u8>, KeyType> = BTreeMap::new();
+        let mut open: Option<Open> = None;
+        let send = |bufs: &mut Vec<Vec<Item>>, lane: usize, force: bool| -> anyhow::Result<()> {
+            if !bufs[lane].is_empty() && (force || bufs[lane].len() >= 500) {
+                let b = std::mem::take(&mut bufs[lane]);
+                txs[lane]
+                    .send(b)
+                    .map_err(|_| anyhow!("a connection to the server stopped"))?;
+            }
+            Ok(())
+        };
+        let mut result = Ok(());
+        for pi in 0..entry.parts.len() {
+            let reader = snap
+                .open_part(si, pi, ReadMode::Read)
+                .with_context(|| entry.parts[pi].file.clone())?;
+            reader.par_blocks(
+                2,
+                |b| b,
+                |_, block| {
+                    let r = (|| -> anyhow::Result<()> {
+                        let block = block.map_err(|e| anyhow!("{e}"))?;
+                        let now = now_ms();
+                        for rec in block.records() {
+                            let Record::Key(rec) = rec.map_err(|e| anyhow!("{}: {e}", reader.path().display()))? else {
+                                continue;
+                            };
+                            dispatch(
+                                a,
+                                &rec,
+                                dest,
+                                &route,
+                                n,
+                                now,
+                                caps,
+                                &mut chosen,
+                                &mut open,
+                                seen,
+                                &mut bufs,
+                            )?;
+                            if let Some(o) = &open {
+                                send(&mut bufs, o.lane, false)?;
+                            }
+                            if rec.is_last() {
+                                open = None;
+                            }
+                        }
+                        Ok(())
+                    })();
+                    match r {
+                        Ok(()) => true,
+                        Err(e) => {
+                            result = Err(e);
+                            false
+                        }
+                    }
+                },
+            );
+            std::mem::replace(&mut result, Ok(()))?;
+        }
+        for l in 0..n {
+            send(&mut bufs, l, true)?;
+        }
+        drop(txs);
+        for w in workers {
+            w.join()
+                .unwrap_or_else(|_| Err(anyhow!("BUG: a connection thread panicked")))?;
+        }
+        Ok(())
+    })?;
+    Ok(redirects.load(Relaxed))
+}
+
+/// Turns one record into probes for the lane of its key.
+#[allow(clippy::too_many_arguments)]
+fn dispatch(
+    a: &Args,
+    rec: &KeyRecord,
+    dest: &Dest,
+    route: &Option<ClusterRoute>,
+    n: usize,
+    now: u64,
+    caps: Caps,
+    chosen: &mut BTreeMap<Vec<u8>, KeyType>,
+    open: &mut Option<Open>,
+    seen: &mut HashSet<u64>,
+    bufs: &mut [Vec<Item>],
+) -> anyhow::Result<()> {
+    if rec.part == 0 {
+        let ty = rec.key_type();
+        let mut name = [dest.prefix.as_slice(), rec.key].concat();
+        let mut compare = sampled(rec.key, a.sample);
+        if rec.flags & FLAG_MULTI_TYPE != 0 {
+            match chosen.get(rec.key).copied() {
+                None => {
+                    chosen.insert(rec.key.to_vec(), ty);
+                }
+                Some(t) if t == ty => {}
+                Some(_) if a.multi_type == MultiType::Suffix => {
+                    name.extend_from_slice(format!(":{}", ty.name()).as_bytes())
+                }
+                Some(_) => compare = false, // not written by `--multi-type first`
+            }
+        }
+        if a.extra {
+            seen.insert(xhash(&name));
+        }
+        let lane = match route {
+            Some(r) => r.lane_of(&name),
+            None => crc32fast::hash(&name) as usize % n,
+        };
+        let may_be_gone = rec.expire_at_ms.is_some_and(|t| t <= now + a.ttl_tolerance);
+        *open = Some(Open {
+            key: compare.then(|| {
+                Arc::new(KeyCheck {
+                    name,
+                    ty,
+                    may_be_gone,
+                    found: Mutex::new(None),
+                })
+            }),
+            st: ProbeState::default(),
+            lane,
+            held: None,
+        });
+    }
+    let Some(o) = open.as_mut() else { return Ok(()) };
+    let Some(key) = o.key.clone() else { return Ok(()) };
+    let mut probes = Vec::new();
+    probe::probes(rec, &key.name, &mut o.st, caps, &mut probes);
+    if key.may_be_gone {
+        // An expired key is expected gone: only its type is asked (none, or still the same).
+        probes.retain(|p| matches!(p.expect, probe::Expect::Type(_)));
+    }
+    for p in probes {
+        if let Some(prev) = o.held.replace(p) {
+            bufs[o.lane].push(Item {
+                probe: prev,
+                key: key.clone(),
+                last: false,
+            });
+        }
+    }
+    if rec.is_last() {
+        if let Some(p) = o.held.take() {
+            bufs[o.lane].push(Item {
+                probe: p,
+                key,
+                last: true,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn xhash(name: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // A fixed-key SipHash: the same in every run.
+    let mut h = std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().build_hasher();
+    h.write(name);
+    h.finish()
+}
+
+/// `--extra`: lists the destination's keys (every master of a cluster) and reports those whose
+/// names the snapshot does not have.
+fn find_extra(
+    dest: &Dest,
+    nodes: &[String],
+    seen: &HashSet<u64>,
+    results: &Mutex<Results>,
+    shard: &str,
+) -> anyhow::Result<()> {
+    let confs: Vec<LaneConf> = if nodes.is_empty() {
+        vec![dest.lane.clone()]
+    } else {
+        nodes
+            .iter()
+            .map(|n| {
+                let mut c = dest.lane.clone();
+                c.endpoint = c.endpoint.at(n);
+                c
+            })
+            .collect()
+    };
+    let mut pattern = glob_escape(&dest.prefix);
+    pattern.push(b'*');
+    for conf in confs {
+        let mut lane = Lane::open(&conf)?;
+        let conn = lane.conn();
+        let mut cursor = "0".to_string();
+        loop {
+            let (next, keys): (String, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(&cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query(conn)
+                .with_context(|| format!("{}: SCAN", dest.describe))?;
+            for k in keys.into_iter().filter(|k| !seen.contains(&xhash(k))) {
+                let ty: String = redis::cmd("TYPE").arg(&k).query(conn).unwrap_or_default();
+                let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
+                r.add(shard, &k, &ty, "extra", "on the server, not in the snapshot")?;
+            }
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(())
+}
+
+pub fn run(a: Args) -> anyhow::Result<i32> {
+    if !(0.0..=1.0).contains(&a.sample) || a.sample == 0.0 {
+        bail!("--sample {}: a fraction above 0 and at most 1, e.g. 0.01", a.sample);
+    }
+    let snap = Snapshot::open(&a.snapshot).with_context(|| format!("{}", a.snapshot.display()))?;
+    let shards: Vec<usize> = if a.shards.is_empty() {
+        (0..snap.manifest.shards.len()).collect()
+    } else {
+        a.shards
+            .iter()
+            .map(|id| {
+                snap.manifest
+                    .shards
+                    .iter()
+                    .position(|s| &s.id == id)
+                    .ok_or_else(|| anyhow!("--shard {id}: the snapshot has no such shard"))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let shards: Vec<usize> = shards
+        .into_iter()
+        .filter(|&i| snap.manifest.shards[i].keys > 0 || a.extra)
+        .collect();
+    let (url, role) = match (&a.target, &a.source) {
+        (Some(t), _) => (t.clone(), "target"),
+        (None, Some(s)) => (s.clone(), "source"),
+        (None, None) => unreachable!("BUG: clap requires one of them"),
+    };
+    // Against the source, databases map to themselves.
+    let map = if a.source.is_some() {
+        let dbs: std::collections::BTreeSet<u32> = shards.iter().map(|&i| snap.manifest.shards[i].db).collect();
+        MapArgs {
+            db_map: Some(dbs.iter().map(|d| format!("{d}={d}")).collect::<Vec<_>>().join(",")),
+            ..MapArgs::default()
+        }
+    } else {
+        a.map.clone()
+    };
+    let target = open_target(&a.connect, &url, &map, role).map_err(|e| e.context("could not verify"))?;
+    let dests = destinations(
+        &map,
+        false,
+        &snap,
+        &shards,
+        Some((&target.probe, &target.server)),
+        target.slots.is_some(),
+    )?;
+    let major: u32 = target
+        .server
+        .version
+        .split('.')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let caps = Caps {
+        multi: match target.server.kind {
+            ServerKind::Pika(..) => false,
+            ServerKind::Redis => major >= 7 || target.server.version.as_str() >= "6.2",
+            _ => true,
+        },
+    };
+    let report: Option<Box<dyn Write + Send>> = match &a.report {
+        Some(p) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("{}: cannot create the report", p.display()))?,
+        ))),
+        None => None,
+    };
+    let results = Mutex::new(Results {
+        counts: BTreeMap::new(),
+        report,
+        shown: Vec::new(),
+        differences: 0,
+    });
+    let throttle = Throttle::new(a.max_ops_per_sec);
+    let progress = Progress::start(
+        a.progress,
+        shards.iter().map(|&i| snap.manifest.shards[i].id.clone()).collect(),
+    );
+    let nodes: Vec<String> = target.slots.as_ref().map_or_else(Vec::new, |m| m.nodes.clone());
+    let mut seen_by_dest: BTreeMap<String, (usize, HashSet<u64>)> = BTreeMap::new();
+    let mut redirects = 0;
+    let started = std::time::Instant::now();
+    let per = a.parallel as usize;
+    let mut failure = None;
+    for (n, (&si, d)) in shards.iter().zip(&dests).enumerate() {
+        let task = progress.task(n);
+        let (lanes, route) = match &target.slots {
+            Some(m) => (
+                m.nodes
+                    .iter()
+                    .flat_map(|node| {
+                        let mut l = d.lane.clone();
+                        l.endpoint = l.endpoint.at(node);
+                        vec![l; per]
+                    })
+                    .collect(),
+                Some(ClusterRoute {
+                    map: m.clone(),
+                    per_node: per,
+                    seed: d.lane.clone(),
+                }),
+            ),
+            None => (vec![d.lane.clone(); per], None),
+        };
+        let seen = &mut seen_by_dest
+            .entry(d.describe.clone())
+            .or_insert_with(|| (n, HashSet::new()))
+            .1;
+        match verify_shard(&a, &snap, si, d, lanes, route, caps, &results, &throttle, &task, seen) {
+            Ok(r) => {
+                redirects += r;
+                task.finish(true);
+            }
+            Err(e) => {
+                task.finish(false);
+                failure = Some(e.context(format!("shard {} -> {}", snap.manifest.shards[si].id, d.describe)));
+                break;
+            }
+        }
+    }
+    progress.stop();
+    if let Some(e) = failure {
+        return Err(e.context("could not verify"));
+    }
+    if a.extra {
+        for (describe, (n, seen)) in &seen_by_dest {
+            let d = dests
+                .iter()
+                .find(|d| &d.describe == describe)
+                .expect("BUG: a destination of a shard");
+            find_extra(d, &nodes, seen, &results, &snap.manifest.shards[shards[*n]].id)?;
+        }
+    }
+    let mut r = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(w) = &mut r.report {
+        w.flush().context("--report: cannot write")?;
+    }
+    let mut out = std::io::stdout().lock();
+    let types: std::collections::BTreeSet<&String> = r.counts.keys().map(|(_, t)| t).collect();
+    writeln!(
+        out,
+        "{:<10} {}",
+        "type",
+        KINDS.iter().map(|k| format!("{k:>12}")).collect::<String>()
+    )?;
+    for t in &types {
+        let row: String = KINDS
+            .iter()
+            .map(|k| format!("{:>12}", r.counts.get(&(*k, (*t).clone())).copied().unwrap_or(0)))
+            .collect();
+        writeln!(out, "{t:<10} {row}")?;
+    }
+    for line in &r.shown {
+        writeln!(out, "{line}")?;
+    }
+    if r.differences > r.shown.len() as u64 {
+        writeln!(
+            out,
+            "  ... and {} more (all in --report)",
+            r.differences - r.shown.len() as u64
+        )?;
+    }
+    let checked: u64 = r
+        .counts
+        .iter()
+        .filter(|((k, _), _)| *k != "extra")
+        .map(|(_, n)| n)
+        .sum();
+    writeln!(
+        out,
+        "{}: {checked} keys compared{} in {:.1}s, {} differences{}",
+        target.server.name,
+        if a.sample < 1.0 {
+            format!(" (a sample of {})", a.sample)
+        } else {
+            String::new()
+        },
+        started.elapsed().as_secs_f64(),
+        r.differences,
+        if redirects > 0 {
+            format!("; {redirects} reads followed cluster redirects")
+        } else {
+            String::new()
+        }
+    )?;
+    Ok(if r.differences == 0 { 0 } else { 1 })
+}
