@@ -355,15 +355,9 @@ fn continues_after_the_source_restarts() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
-        if clients.contains("name=kvferry-export") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the export never connected");
-        std::thread::sleep(std::time::Duration::from_millis(10)); // polling interval
-    }
+    // The restart must land while the shard is being read (its file exists), not while the
+    // export is still planning on its first connection.
+    wait_for("the shard to start", || out.join("src0-db0.0000.kvf").exists());
     s.restart();
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
@@ -376,7 +370,9 @@ fn continues_after_the_source_restarts() {
     let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let shard = &r["shards"][0];
     assert!(shard["reconnects"].as_u64().unwrap() >= 1, "{shard}");
-    assert_eq!(shard["rescans"], 1, "a restart means a rescan: {shard}");
+    // A restart during the listing means one rescan; once every key was listed, the readers
+    // just reconnect (the data survived, appendfsync always).
+    assert!(shard["rescans"].as_u64().unwrap() <= 1, "{shard}");
     assert_eq!(shard["keys_by_type"]["string"], 5000, "each key counted once: {shard}");
 }
 
