@@ -524,6 +524,28 @@ fn multi_type_keys_need_a_policy_and_target_errors_name_the_key() {
     assert_eq!(c.get::<_, String>("mt").unwrap(), "s");
     assert_eq!(c.hget::<_, _, String>("mt:hash", "f").unwrap(), "v");
     assert_eq!(c.lrange::<_, Vec<String>>("mt:list", 0, -1).unwrap(), ["x"]);
+    // verify follows the same policy: every type where suffix put it; the NaN key that Redis
+    // refused is missing; the expired key is expected absent.
+    let rep = dir.path().join("verify.jsonl");
+    let o = kvferry(&[
+        "verify",
+        &snap,
+        "--target",
+        &t2.url(),
+        "--multi-type",
+        "suffix",
+        "--progress",
+        "none",
+        "--report",
+        rep.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let lines = std::fs::read_to_string(&rep).unwrap();
+    assert_eq!(lines.lines().count(), 1, "{lines}");
+    assert!(
+        lines.contains("\"key\":\"nan\"") && lines.contains("missing"),
+        "{lines}"
+    );
 }
 
 #[test]

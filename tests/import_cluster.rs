@@ -91,6 +91,28 @@ fn keys_go_to_the_node_that_holds_their_slot() {
         r["shards"][0]["redirects"], 0,
         "a settled cluster needs no redirect: {r}"
     );
+    // verify routes its reads the same way, and finds a change on whichever node holds it.
+    let verify = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kvferry"))
+            .args(["verify", &snap, "--target", &nodes[2].url(), "--progress", "none"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = verify(&["--extra"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let owner = nodes
+        .iter()
+        .find(|n| n.conn().exists::<_, bool>("l:{tag}:10").unwrap_or(false))
+        .unwrap();
+    let _: () = owner.conn().rpush("l:{tag}:10", "more").unwrap();
+    let o = verify(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("\"l:{tag}:10\""),
+        "{}",
+        text(&o)
+    );
     // Every node got some keys.
     for n in &nodes {
         let k: u64 = redis::cmd("DBSIZE").query(&mut n.conn()).unwrap();
