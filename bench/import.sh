@@ -4,8 +4,9 @@
 # exports it once, writes the import's commands as RESP (`kvferry import --resp`), and then,
 # RUNS times each, alternating, on the emptied second server:
 #   - times `redis-cli --pipe` sending those commands: the baseline of the issue;
-#   - times `kvferry import` of the snapshot (its check of every block before writing included),
-#     with /usr/bin/time for its peak RSS.
+#   - times `kvferry import` of the snapshot (its check of every file before writing included),
+#     with /usr/bin/time for its peak RSS;
+#   - times `kvferry verify` of the snapshot against what was imported (it must find nothing).
 # It prints the medians and the ratio import / redis-cli, and the server CPU of each.
 #
 # Usage: bench/import.sh CASE
@@ -55,7 +56,7 @@ run_case() {
   local keys resp_mb
   keys=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['totals']['keys'])" "$work/snap/MANIFEST.json")
   resp_mb=$(du -m "$work/cmds.resp" | cut -f1)
-  local pipes=() imports=() rss=() pcpu=() icpu=()
+  local pipes=() imports=() rss=() pcpu=() icpu=() verifies=() vrss=()
   for ((i = 0; i < ${RUNS:-3}; i++)); do
     local t0 t1 c0 c1
     redis-cli -p "$dst" flushall >/dev/null
@@ -73,6 +74,13 @@ run_case() {
     imports+=("$(echo "$t1 - $t0" | bc)"); icpu+=("$(echo "$c1 - $c0" | bc)")
     rss+=("$(cat "$work/rss")")
     test "$(redis-cli -p "$dst" dbsize)" -eq "$keys" || { echo "import wrote $(redis-cli -p "$dst" dbsize) keys, not $keys" >&2; exit 1; }
+    # verify of the same snapshot against what was just imported (issue 5: no longer than the
+    # import); it must find nothing.
+    t0=$(date +%s.%N)
+    "${pin_client[@]}" /usr/bin/time -f '%M' -o "$work/vrss" "$kvferry" verify "$work/snap" \
+      --target "redis://127.0.0.1:$dst" --progress none >/dev/null
+    t1=$(date +%s.%N)
+    verifies+=("$(echo "$t1 - $t0" | bc)"); vrss+=("$(cat "$work/vrss")")
   done
   local p m r pc ic
   p=$(printf '%s\n' "${pipes[@]}" | median)
@@ -80,13 +88,17 @@ run_case() {
   pc=$(printf '%s\n' "${pcpu[@]}" | median)
   ic=$(printf '%s\n' "${icpu[@]}" | median)
   r=$(printf '%s\n' "${rss[@]}" | sort -n | tail -1)
-  python3 - "$name" "$keys" "$resp_mb" "$p" "$m" "$r" "$pc" "$ic" "${pipes[*]}" "${imports[*]}" "${EXTRA:-}" "${PIN:-}" <<'PY'
+  local v vr
+  v=$(printf '%s\n' "${verifies[@]}" | median)
+  vr=$(printf '%s\n' "${vrss[@]}" | sort -n | tail -1)
+  python3 - "$name" "$keys" "$resp_mb" "$p" "$m" "$r" "$pc" "$ic" "${pipes[*]}" "${imports[*]}" "${EXTRA:-}" "${PIN:-}" "$v" "$vr" <<'PY'
 import sys
-name, keys, mb, p, m, rss, pc, ic, ps, ms, extra, pin = sys.argv[1:]
+name, keys, mb, p, m, rss, pc, ic, ps, ms, extra, pin, v, vr = sys.argv[1:]
+v, vr = float(v), int(vr)
 keys, p, m, rss, pc, ic = int(keys), float(p), float(m), int(rss), float(pc), float(ic)
 print(f"{name}{' ' + extra if extra else ''}{' (pinned)' if pin else ''}: {keys} keys, {mb} MB of RESP; redis-cli --pipe {p:.2f} s, import {m:.2f} s "
       f"(ratio {m / p:.2f}); server CPU: pipe {pc:.2f} s, import {ic:.2f} s; {m / keys * 1e6:.2f} us/key; "
-      f"peak RSS {rss / 1024:.0f} MiB   [runs: pipe {ps}; import {ms}]")
+      f"peak RSS {rss / 1024:.0f} MiB; verify {v:.2f} s (verify / import {v / m:.2f}, peak RSS {vr / 1024:.0f} MiB)   [runs: pipe {ps}; import {ms}]")
 PY
 }
 

@@ -392,8 +392,8 @@ fn dispatch(
     let mut probes = Vec::new();
     probe::probes(rec, &key.name, &mut o.st, caps, &mut probes);
     if key.may_be_gone {
-        // An expired key is expected gone: only its type is asked (none, or still the same).
-        probes.retain(|p| matches!(p.expect, probe::Expect::Type(_)));
+        // An expired key is expected gone: only its PTTL is asked (gone, or expiring in time).
+        probes.retain(|p| matches!(p.expect, probe::Expect::Ttl(_)));
     }
     for p in probes {
         if let Some(prev) = o.held.replace(p) {
