@@ -260,12 +260,16 @@ fn verify_shard(
             let sh = &sh;
             workers.push(s.spawn(move || worker(lane, rx, sh)));
         }
-        let mut bufs: Vec<Vec<Item>> = (0..n).map(|_| Vec::new()).collect();
+        // Per connection: the probes waiting, and their bytes (the expected values they hold are
+        // about as big as their commands).
+        let mut bufs: Vec<(Vec<Item>, usize)> = (0..n).map(|_| (Vec::new(), 0)).collect();
         let mut chosen: BTreeMap<Vec<u8>, KeyType> = BTreeMap::new();
         let mut open: Option<Open> = None;
-        let send = |bufs: &mut Vec<Vec<Item>>, lane: usize, force: bool| -> anyhow::Result<()> {
-            if !bufs[lane].is_empty() && (force || bufs[lane].len() >= 500) {
-                let b = std::mem::take(&mut bufs[lane]);
+        let send = |bufs: &mut Vec<(Vec<Item>, usize)>, lane: usize, force: bool| -> anyhow::Result<()> {
+            let (items, bytes) = &mut bufs[lane];
+            if !items.is_empty() && (force || items.len() >= 1000 || *bytes >= 2 << 20) {
+                *bytes = 0;
+                let b = std::mem::take(items);
                 txs[lane]
                     .send(b)
                     .map_err(|_| anyhow!("a connection to the server stopped"))?;
@@ -347,7 +351,7 @@ fn dispatch(
     chosen: &mut BTreeMap<Vec<u8>, KeyType>,
     open: &mut Option<Open>,
     seen: &mut HashSet<u64>,
-    bufs: &mut [Vec<Item>],
+    bufs: &mut [(Vec<Item>, usize)],
 ) -> anyhow::Result<()> {
     if rec.part == 0 {
         let ty = rec.key_type();
@@ -397,7 +401,8 @@ fn dispatch(
     }
     for p in probes {
         if let Some(prev) = o.held.replace(p) {
-            bufs[o.lane].push(Item {
+            bufs[o.lane].1 += prev.cmd.len();
+            bufs[o.lane].0.push(Item {
                 probe: prev,
                 key: key.clone(),
                 last: false,
@@ -406,7 +411,8 @@ fn dispatch(
     }
     if rec.is_last() {
         if let Some(p) = o.held.take() {
-            bufs[o.lane].push(Item {
+            bufs[o.lane].1 += p.cmd.len();
+            bufs[o.lane].0.push(Item {
                 probe: p,
                 key,
                 last: true,
