@@ -54,6 +54,21 @@ pub struct Probe {
     pub expect: Expect,
 }
 
+impl Probe {
+    /// About the memory it holds until judged: its command, its expected values (each a small
+    /// allocation) and its reply.
+    pub fn weight(&self) -> usize {
+        let elements = match &self.expect {
+            Expect::Fields(v) => v.len(),
+            Expect::List(_, v) | Expect::Members(v) => v.len(),
+            Expect::Scores(v) => v.len(),
+            Expect::Entries(v) => v.len(),
+            _ => 1,
+        };
+        2 * self.cmd.len() + 96 * elements
+    }
+}
+
 /// The judgement on one reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {

@@ -260,14 +260,13 @@ fn verify_shard(
             let sh = &sh;
             workers.push(s.spawn(move || worker(lane, rx, sh)));
         }
-        // Per connection: the probes waiting, and their bytes (the expected values they hold are
-        // about as big as their commands).
+        // Per connection: the probes waiting, and about how much memory they hold.
         let mut bufs: Vec<(Vec<Item>, usize)> = (0..n).map(|_| (Vec::new(), 0)).collect();
         let mut chosen: BTreeMap<Vec<u8>, KeyType> = BTreeMap::new();
         let mut open: Option<Open> = None;
         let send = |bufs: &mut Vec<(Vec<Item>, usize)>, lane: usize, force: bool| -> anyhow::Result<()> {
             let (items, bytes) = &mut bufs[lane];
-            if !items.is_empty() && (force || items.len() >= 1000 || *bytes >= 2 << 20) {
+            if !items.is_empty() && (force || items.len() >= 1000 || *bytes >= 4 << 20) {
                 *bytes = 0;
                 let b = std::mem::take(items);
                 txs[lane]
@@ -401,7 +400,7 @@ fn dispatch(
     }
     for p in probes {
         if let Some(prev) = o.held.replace(p) {
-            bufs[o.lane].1 += prev.cmd.len();
+            bufs[o.lane].1 += prev.weight();
             bufs[o.lane].0.push(Item {
                 probe: prev,
                 key: key.clone(),
@@ -411,7 +410,7 @@ fn dispatch(
     }
     if rec.is_last() {
         if let Some(p) = o.held.take() {
-            bufs[o.lane].1 += p.cmd.len();
+            bufs[o.lane].1 += p.weight();
             bufs[o.lane].0.push(Item {
                 probe: p,
                 key,
