@@ -11,20 +11,7 @@ use std::process::{Command, Output};
 use redis::Commands;
 use serde_json::Value as J;
 use support::compare::assert_same;
-use support::{Kind, Server};
-
-fn kvferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kvferry")).args(args).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::{kvferry, text, Kind, Server};
 
 /// Exports every database of `s` into `dir/snap`.
 fn export(s: &Server, dir: &Path) -> String {

@@ -4,21 +4,12 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use redis::Commands;
 use serde_json::Value as J;
 use support::compare::assert_same_in_cluster;
-use support::Server;
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use support::{text, Server};
 
 fn export(s: &Server, dir: &std::path::Path) -> String {
     let out = dir.join("snap").to_string_lossy().into_owned();

@@ -12,6 +12,21 @@
 
 pub mod compare;
 
+/// Runs the kvferry binary under test.
+pub fn kvferry(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kvferry")).args(args).output().unwrap()
+}
+
+/// A command's status and output, for failure messages.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

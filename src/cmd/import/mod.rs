@@ -297,6 +297,24 @@ pub(crate) fn destinations(
     Ok(out)
 }
 
+/// The shards named by `--shard` (all when none), by index in the manifest.
+pub(crate) fn select_shards(snap: &Snapshot, ids: &[String]) -> anyhow::Result<Vec<usize>> {
+    if ids.is_empty() {
+        return Ok((0..snap.manifest.shards.len()).collect());
+    }
+    ids.iter()
+        .map(|id| {
+            snap.manifest.shards.iter().position(|s| &s.id == id).ok_or_else(|| {
+                let all: Vec<&str> = snap.manifest.shards.iter().map(|s| s.id.as_str()).collect();
+                anyhow!(
+                    "--shard {id}: the snapshot has no such shard (it has {})",
+                    all.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
 /// A server to write to (or verify against), as found on connecting.
 pub(crate) struct Target {
     /// How to reach it; with namespaces and no admin password, through the first token.
@@ -458,26 +476,7 @@ fn precheck(snap: &Snapshot, shards: &[usize]) -> CheckReport {
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let snap = Snapshot::open(&a.snapshot).with_context(|| format!("{}", a.snapshot.display()))?;
-    let shards: Vec<usize> = if a.shards.is_empty() {
-        (0..snap.manifest.shards.len()).collect()
-    } else {
-        a.shards
-            .iter()
-            .map(|id| {
-                snap.manifest.shards.iter().position(|s| &s.id == id).ok_or_else(|| {
-                    anyhow!(
-                        "--shard {id}: the snapshot has no such shard (it has {})",
-                        snap.manifest
-                            .shards
-                            .iter()
-                            .map(|s| s.id.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                })
-            })
-            .collect::<anyhow::Result<_>>()?
-    };
+    let shards = select_shards(&snap, &a.shards)?;
     // Empty shards (an export writes one per database, SERVERS.md's 16 Redis databases
     // included) have nothing to write and need no mapping.
     let empty = shards.iter().filter(|&&i| snap.manifest.shards[i].keys == 0).count();

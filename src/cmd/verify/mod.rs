@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 
 use super::import::shard::{ClusterRoute, Dest, MultiType};
-use super::import::{destinations, glob_escape, open_target, MapArgs};
+use super::import::{destinations, glob_escape, open_target, select_shards, MapArgs};
 use crate::format::consts::FLAG_MULTI_TYPE;
 use crate::format::reader::ReadMode;
 use crate::format::record::{KeyRecord, Record};
@@ -484,20 +484,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         bail!("--sample {}: a fraction above 0 and at most 1, e.g. 0.01", a.sample);
     }
     let snap = Snapshot::open(&a.snapshot).with_context(|| format!("{}", a.snapshot.display()))?;
-    let shards: Vec<usize> = if a.shards.is_empty() {
-        (0..snap.manifest.shards.len()).collect()
-    } else {
-        a.shards
-            .iter()
-            .map(|id| {
-                snap.manifest
-                    .shards
-                    .iter()
-                    .position(|s| &s.id == id)
-                    .ok_or_else(|| anyhow!("--shard {id}: the snapshot has no such shard"))
-            })
-            .collect::<anyhow::Result<_>>()?
-    };
+    let shards = select_shards(&snap, &a.shards)?;
     let shards: Vec<usize> = shards
         .into_iter()
         .filter(|&i| snap.manifest.shards[i].keys > 0 || a.extra)
