@@ -6,3 +6,22 @@ pub mod export;
 pub mod import;
 pub mod inspect;
 pub mod verify;
+
+use crate::source::scan::Problem;
+
+/// Writes the first keys of `list` to a summary as `  WHAT KEY: REASON`, and how many more the
+/// `--report` holds: a summary stays readable with a million listed keys.
+pub(crate) fn list_keys(out: &mut dyn std::io::Write, what: &str, list: &[Problem]) -> std::io::Result<()> {
+    const SHOWN: usize = 20;
+    for p in list.iter().take(SHOWN) {
+        writeln!(out, "  {what} {}: {}", p.key, p.reason)?;
+    }
+    if list.len() > SHOWN {
+        writeln!(
+            out,
+            "  ... and {} more {what} keys (all in --report)",
+            list.len() - SHOWN
+        )?;
+    }
+    Ok(())
+}

@@ -378,17 +378,7 @@ fn print_summary(reports: &[ShardReport]) -> std::io::Result<()> {
             )?;
         }
         for (what, list) in [("multi-type", &d.multi_type), ("Pika HyperLogLog", &d.pika_hll)] {
-            const SHOWN: usize = 20;
-            for p in list.iter().take(SHOWN) {
-                writeln!(out, "  {what} {}: {}", p.key, p.reason)?;
-            }
-            if list.len() > SHOWN {
-                writeln!(
-                    out,
-                    "  ... and {} more {what} keys (all in --report)",
-                    list.len() - SHOWN
-                )?;
-            }
+            crate::cmd::list_keys(&mut out, what, list)?;
         }
     }
     writeln!(out, "total: {keys} keys in {} shards, {failed} failed", reports.len())?;

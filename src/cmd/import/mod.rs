@@ -867,23 +867,13 @@ fn summary(snap: &Snapshot, outcomes: &[(usize, &Dest, ShardOutcome)], lost_file
                 }
             )?;
         }
-        const SHOWN: usize = 20;
         for (what, list) in [
             ("FAILED", &c.failed_keys),
             ("multi-type", &c.multi_type),
             ("Pika HyperLogLog", &c.pika_hll),
             ("skipped", &c.skipped_keys),
         ] {
-            for p in list.iter().take(SHOWN) {
-                writeln!(out, "  {what} {}: {}", p.key, p.reason)?;
-            }
-            if list.len() > SHOWN {
-                writeln!(
-                    out,
-                    "  ... and {} more {what} keys (all in --report)",
-                    list.len() - SHOWN
-                )?;
-            }
+            crate::cmd::list_keys(&mut out, what, list)?;
         }
         for l in &o.lost {
             writeln!(out, "  LOST {l}")?;
