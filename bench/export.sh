@@ -23,29 +23,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case_=${1:?usage: bench/export.sh quick|mixed|memory|scaling}
-command -v redis-server >/dev/null || { apt-get update -q && apt-get install -y -q redis-server; }
-work=$(mktemp -d /tmp/kvferry-bench.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-stop() { redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; }
-trap 'stop; rm -rf "$work"' EXIT
+. bench/lib.sh
+port=$(free_port)
 
 cargo build --release --quiet --example gen_dataset --bin kvferry
 gen=target/release/examples/gen_dataset
 kvferry=target/release/kvferry
-echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; redis-server $(redis-server --version | grep -o 'v=[0-9.]*'); $(date -u +%F)"
-
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-# CPU seconds the server has used (user + system), from INFO cpu.
-server_cpu() { redis-cli -p "$port" info cpu | awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {printf "%.3f", s}'; }
+machine
 
 # run_case NAME GEN_ARGS...: loads the dataset, measures, prints a result line.
 run_case() {
   local name=$1; shift
-  stop
-  rm -rf "$work/redis" && mkdir -p "$work/redis"
-  redis-server --port "$port" --bind 127.0.0.1 --dir "$work/redis" --save '' --appendonly no \
-    --daemonize yes --logfile "$work/redis/log"
-  for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  stop_server "$port"
+  rm -rf "$work/r$port"
+  start_redis "$port"
   "$gen" load "$@" | redis-cli -p "$port" --pipe >/dev/null
   "$gen" reads "$@" > "$work/reads.resp"
   # Big hashes and sets: the HSCAN/SSCAN commands a cursor chain sends, cursors taken from the
@@ -68,17 +59,15 @@ run_case() {
   mem=$(redis-cli -p "$port" info memory | sed -n 's/^used_memory_human:\(.*\)\r$/\1/p')
   local reads=() exports=() rss=() rcpu=() ecpu=() bytes=0
   for ((i = 0; i < ${RUNS:-3}; i++)); do
-    local t0 t1 c0 c1
-    c0=$(server_cpu); t0=$(date +%s.%N)
+    local t0 c0
+    c0=$(server_cpu "$port"); t0=$(date +%s.%N)
     [ -n "${SKIP_READS:-}" ] || redis-cli -p "$port" --pipe < "$work/reads.resp" >/dev/null
-    t1=$(date +%s.%N); c1=$(server_cpu)
-    reads+=("$(echo "$t1 - $t0" | bc)"); rcpu+=("$(echo "$c1 - $c0" | bc)")
+    reads+=("$(elapsed "$t0")"); rcpu+=("$(echo "$(server_cpu "$port") - $c0" | bc)")
     rm -rf "$work/snap"
-    c0=$(server_cpu); t0=$(date +%s.%N)
+    c0=$(server_cpu "$port"); t0=$(date +%s.%N)
     /usr/bin/time -f '%M' -o "$work/rss" "$kvferry" export --source "redis://127.0.0.1:$port" --db 0 \
       --out "$work/snap" --progress none >/dev/null
-    t1=$(date +%s.%N); c1=$(server_cpu)
-    exports+=("$(echo "$t1 - $t0" | bc)"); ecpu+=("$(echo "$c1 - $c0" | bc)")
+    exports+=("$(elapsed "$t0")"); ecpu+=("$(echo "$(server_cpu "$port") - $c0" | bc)")
     rss+=("$(cat "$work/rss")")
     bytes=$(du -sb "$work/snap" | cut -f1)
   done

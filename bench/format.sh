@@ -9,11 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 keys=${1:-1000000}
 level=${2:-}
-command -v redis-server >/dev/null || { apt-get update -q && apt-get install -y -q redis-server; }
-work=$(mktemp -d /tmp/kvferry-bench.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cleanup() { redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$work"; }
-trap cleanup EXIT
+. bench/lib.sh
+port=$(free_port)
 
 cargo build --release --quiet --example bench_format
 echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; $(date -u +%F)"
@@ -22,11 +19,10 @@ taskset -c 0 target/release/examples/bench_format --out "$work/snap" --resp "$wo
 snap=$(sed -n 's/^snapshot_bytes=//p' "$work/out.txt")
 
 echo "== the same data in redis-server $(redis-server --version | grep -o 'v=[0-9.]*')"
-redis-server --port "$port" --bind 127.0.0.1 --dir "$work" --save '' --appendonly no --daemonize yes --logfile "$work/redis.log"
-for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis "$port"
 redis-cli -p "$port" --pipe < "$work/data.resp" | tail -1
 redis-cli -p "$port" save >/dev/null
-rdb=$(stat -c %s "$work/dump.rdb")
+rdb=$(stat -c %s "$work/r$port/dump.rdb")
 python3 - "$snap" "$rdb" <<'PY'
 import sys
 snap, rdb = map(int, sys.argv[1:])
