@@ -2,7 +2,8 @@
 //! then each kind of difference is made on the target, and verify must name the key and what
 //! differs: a deleted key, a changed string, a missing hash field, a reordered list, a changed
 //! zset score (-0 for 0, and 1/3 with fewer digits), a dropped TTL, a TTL far off, a key of
-//! another type, an extra key, and an element changed deep inside a million-member list.
+//! another type, an extra key, an element changed deep inside a million-member list, and a
+//! stream's consumer group moved back.
 
 mod support;
 
@@ -39,6 +40,22 @@ fn populate(s: &Server) {
         .arg("1-1")
         .arg("f")
         .arg("v")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("stream")
+        .arg("g")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("alice")
+        .arg("STREAMS")
+        .arg("stream")
+        .arg(">")
         .query(&mut c)
         .unwrap();
     for chunk in (0..1_000_000).collect::<Vec<u32>>().chunks(50_000) {
@@ -123,6 +140,13 @@ fn verify_finds_each_kind_of_difference_and_names_the_key() {
     let _: () = c.set("retyped", "m").unwrap();
     let _: () = c.set("extra", "not in the snapshot").unwrap();
     let _: () = c.lset("biglist", 765_432, "changed").unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("SETID")
+        .arg("stream")
+        .arg("g")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
 
     let o = verify(&["--extra"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -147,6 +171,7 @@ fn verify_finds_each_kind_of_difference_and_names_the_key() {
         ("retyped", "wrong_type"),
         ("extra", "extra"),
         ("biglist", "wrong_value"),
+        ("stream", "wrong_value"),
     ]
     .iter()
     .map(|(k, p)| (k.to_string(), p.to_string()))
@@ -155,6 +180,14 @@ fn verify_finds_each_kind_of_difference_and_names_the_key() {
     let lines = report_lines(&rep);
     let big = lines.iter().find(|l| l["key"] == "biglist").unwrap();
     assert!(big["detail"].as_str().unwrap().contains("element 765432"), "{big}");
+    let stream = lines.iter().find(|l| l["key"] == "stream").unwrap();
+    assert!(
+        stream["detail"]
+            .as_str()
+            .unwrap()
+            .contains("group \"g\": last delivered id 1-1 expected, found \"0-0\""),
+        "{stream}"
+    );
     let zneg = lines.iter().find(|l| l["key"] == "zneg").unwrap();
     assert!(
         zneg["detail"]
@@ -177,7 +210,7 @@ fn verify_finds_each_kind_of_difference_and_names_the_key() {
     let first = lines_of();
     let o2 = verify(&["--sample", "0.3"]);
     assert_eq!(first, lines_of());
-    assert!(first.len() < 11, "a sample, not every difference: {first:?}");
+    assert!(first.len() < 12, "a sample, not every difference: {first:?}");
     assert_eq!(o1.status.code(), o2.status.code());
     assert!(
         String::from_utf8_lossy(&o1.stdout).contains("(a sample of 0.3)"),

@@ -381,7 +381,7 @@ pub fn batch_whole(ty: KeyType, replies: &[RV]) -> Option<Whole> {
 
 // ----- streams -----
 
-fn parse_id(b: &[u8]) -> anyhow::Result<StreamId> {
+pub(crate) fn parse_id(b: &[u8]) -> anyhow::Result<StreamId> {
     let s = std::str::from_utf8(b).ok().and_then(|s| s.split_once('-'));
     let id = s.and_then(|(ms, seq)| {
         Some(StreamId {
@@ -401,7 +401,7 @@ fn after(id: StreamId) -> String {
 }
 
 /// A RESP2 flat array of names and values (XINFO replies) as pairs.
-fn fields(v: &RV) -> Vec<(String, &RV)> {
+pub(crate) fn fields(v: &RV) -> Vec<(String, &RV)> {
     match v {
         RV::Array(items) => items
             .chunks(2)
@@ -419,16 +419,16 @@ fn fields(v: &RV) -> Vec<(String, &RV)> {
     }
 }
 
-fn field<'v>(f: &[(String, &'v RV)], name: &str) -> Option<&'v RV> {
+pub(crate) fn field<'v>(f: &[(String, &'v RV)], name: &str) -> Option<&'v RV> {
     f.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
 }
 
-fn int(v: Option<&RV>) -> Option<u64> {
+pub(crate) fn int(v: Option<&RV>) -> Option<u64> {
     v.and_then(|v| redis::from_redis_value::<i64>(v).ok())
         .and_then(|i| u64::try_from(i).ok())
 }
 
-fn id_field(v: Option<&RV>) -> Option<StreamId> {
+pub(crate) fn id_field(v: Option<&RV>) -> Option<StreamId> {
     v.and_then(|v| redis::from_redis_value::<Vec<u8>>(v).ok())
         .and_then(|b| parse_id(&b).ok())
 }

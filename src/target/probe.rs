@@ -2,13 +2,15 @@
 //! read the same part back from a server, and the judgement of their replies. A part is compared
 //! on its own (a window of a list, the fields of a hash part, the members of a set part...), so a
 //! big key is compared page by page and never loaded whole; a key's last part adds a length
-//! check, which catches members the server has and the snapshot does not.
+//! check, which catches members the server has and the snapshot does not, and a stream's last
+//! part its metadata: last id, counters, consumer groups and their pending entries.
 
 use redis::Value;
 
 use super::resp;
-use crate::format::record::{KeyRecord, Lossy, StreamId, Value as RValue};
+use crate::format::record::{KeyRecord, Lossy, StreamId, StreamMeta, Value as RValue};
 use crate::format::KeyType;
+use crate::source::read::{field, fields, id_field, int};
 
 /// Members per read command.
 const PER_COMMAND: usize = 10_000;
@@ -45,6 +47,31 @@ pub enum Expect {
     Scores(Vec<(Vec<u8>, f64)>),
     /// XRANGE from the part's first id to its last: exactly these entries.
     Entries(Vec<Entry>),
+    /// XINFO STREAM: the stream's metadata (entries added and the greatest deleted id where
+    /// both the snapshot and the server know them) and how many consumer groups it has.
+    Stream {
+        last_id: StreamId,
+        entries_added: Option<u64>,
+        max_deleted_id: Option<StreamId>,
+        groups: u64,
+    },
+    /// XINFO GROUPS: each group of the snapshot, with its last delivered id, entries read
+    /// (where known), consumers and pending entries.
+    Groups(Vec<GroupWant>),
+    /// XINFO CONSUMERS of a group: these consumers.
+    Consumers(Vec<u8>, Vec<Vec<u8>>),
+    /// XPENDING of a group over a range of ids: exactly these entries (id, consumer, deliveries).
+    Pending(Vec<u8>, Vec<(StreamId, Vec<u8>, u64)>),
+}
+
+/// A consumer group as the snapshot has it.
+#[derive(Debug)]
+pub struct GroupWant {
+    pub name: Vec<u8>,
+    pub last_delivered_id: StreamId,
+    pub entries_read: Option<u64>,
+    pub consumers: u64,
+    pub pending: u64,
 }
 
 /// One read and its expectation.
@@ -63,6 +90,9 @@ impl Probe {
             Expect::List(_, v) | Expect::Members(v) => v.len(),
             Expect::Scores(v) => v.len(),
             Expect::Entries(v) => v.len(),
+            Expect::Groups(v) => v.len(),
+            Expect::Consumers(_, v) => v.len(),
+            Expect::Pending(_, v) => v.len(),
             _ => 1,
         };
         2 * self.cmd.len() + 96 * elements
@@ -182,7 +212,7 @@ pub fn probes(rec: &KeyRecord, name: &[u8], st: &mut ProbeState, caps: Caps, out
             }
             st.count += members.len() as u64;
         }
-        RValue::Stream { entries, .. } => {
+        RValue::Stream { entries, meta } => {
             for chunk in entries.chunks(PER_COMMAND) {
                 let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
                     continue;
@@ -198,6 +228,9 @@ pub fn probes(rec: &KeyRecord, name: &[u8], st: &mut ProbeState, caps: Caps, out
                 });
             }
             st.count += entries.len() as u64;
+            if let Some(m) = meta {
+                stream_meta(m, name, out);
+            }
         }
     }
     if rec.is_last() {
@@ -216,6 +249,62 @@ pub fn probes(rec: &KeyRecord, name: &[u8], st: &mut ProbeState, caps: Caps, out
             out.push(Probe {
                 cmd: pack(&[verb.as_bytes(), name]),
                 expect: Expect::Len(verb, n),
+            });
+        }
+    }
+}
+
+/// The probes of a stream's metadata (its last part carries it): XINFO STREAM, and for its
+/// consumer groups XINFO GROUPS, XINFO CONSUMERS and XPENDING over the snapshot's pending ids.
+fn stream_meta(m: &StreamMeta, name: &[u8], out: &mut Vec<Probe>) {
+    out.push(Probe {
+        cmd: pack(&[b"XINFO", b"STREAM", name]),
+        expect: Expect::Stream {
+            last_id: m.last_id,
+            entries_added: m.entries_added,
+            max_deleted_id: m.max_deleted_id,
+            groups: m.groups.len() as u64,
+        },
+    });
+    if m.groups.is_empty() {
+        return;
+    }
+    out.push(Probe {
+        cmd: pack(&[b"XINFO", b"GROUPS", name]),
+        expect: Expect::Groups(
+            m.groups
+                .iter()
+                .map(|g| GroupWant {
+                    name: g.name.to_vec(),
+                    last_delivered_id: g.last_delivered_id,
+                    entries_read: g.entries_read,
+                    consumers: g.consumers.len() as u64,
+                    pending: g.pending.len() as u64,
+                })
+                .collect(),
+        ),
+    });
+    for g in &m.groups {
+        if !g.consumers.is_empty() {
+            out.push(Probe {
+                cmd: pack(&[b"XINFO", b"CONSUMERS", name, g.name]),
+                expect: Expect::Consumers(g.name.to_vec(), g.consumers.iter().map(|c| c.name.to_vec()).collect()),
+            });
+        }
+        for chunk in g.pending.chunks(PER_COMMAND) {
+            let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
+                continue;
+            };
+            let count = chunk.len().to_string();
+            out.push(Probe {
+                cmd: pack(&[b"XPENDING", name, g.name, &id(first.id), &id(last.id), count.as_bytes()]),
+                expect: Expect::Pending(
+                    g.name.to_vec(),
+                    chunk
+                        .iter()
+                        .map(|p| (p.id, p.consumer.to_vec(), p.delivery_count))
+                        .collect(),
+                ),
             });
         }
     }
@@ -385,8 +474,8 @@ pub fn judge(e: &Expect, v: &Value, now_ms: u64, tolerance_ms: u64) -> Verdict {
                 return wrong(format!(
                     "{} entries from {} to {} expected, found {}",
                     want.len(),
-                    String::from_utf8_lossy(&id(want[0].0)),
-                    String::from_utf8_lossy(&id(want[want.len() - 1].0)),
+                    show_id(want[0].0),
+                    show_id(want[want.len() - 1].0),
                     got.len()
                 ));
             }
@@ -402,11 +491,117 @@ pub fn judge(e: &Expect, v: &Value, now_ms: u64, tolerance_ms: u64) -> Verdict {
                     .collect();
                 let wflat: Vec<&[u8]> = wfields.iter().flat_map(|(f, v)| [f.as_slice(), v.as_slice()]).collect();
                 if gid != id(*wid).as_slice() || gfields != wflat {
-                    return wrong(format!("entry {} differs", String::from_utf8_lossy(&id(*wid))));
+                    return wrong(format!("entry {} differs", show_id(*wid)));
                 }
             }
             Verdict::Ok
         }
+        Expect::Stream {
+            last_id,
+            entries_added,
+            max_deleted_id,
+            groups,
+        } => {
+            let f = fields(v);
+            if id_field(field(&f, "last-generated-id")) != Some(*last_id) {
+                return wrong(format!(
+                    "last id {} expected, found {}",
+                    show_id(*last_id),
+                    shown(field(&f, "last-generated-id"))
+                ));
+            }
+            // Servers before Redis 7 (and Pika before 3.5.3) do not report these.
+            if let (Some(want), Some(got)) = (entries_added, int(field(&f, "entries-added"))) {
+                if got != *want {
+                    return wrong(format!("entries added {want} expected, found {got}"));
+                }
+            }
+            if let (Some(want), Some(got)) = (max_deleted_id, id_field(field(&f, "max-deleted-entry-id"))) {
+                if got != *want {
+                    return wrong(format!(
+                        "greatest deleted id {} expected, found {}",
+                        show_id(*want),
+                        show_id(got)
+                    ));
+                }
+            }
+            match int(field(&f, "groups")) {
+                Some(n) if n != *groups => wrong(format!("{groups} consumer groups expected, found {n}")),
+                _ => Verdict::Ok,
+            }
+        }
+        Expect::Groups(want) => {
+            let got: Vec<Vec<(String, &Value)>> = items(v).iter().map(fields).collect();
+            for w in want {
+                let Some(g) = got
+                    .iter()
+                    .find(|g| field(g, "name").and_then(bytes) == Some(w.name.as_slice()))
+                else {
+                    return wrong(format!("consumer group {} is missing", show(&w.name)));
+                };
+                let group = show(&w.name);
+                if id_field(field(g, "last-delivered-id")) != Some(w.last_delivered_id) {
+                    return wrong(format!(
+                        "group {group}: last delivered id {} expected, found {}",
+                        show_id(w.last_delivered_id),
+                        shown(field(g, "last-delivered-id"))
+                    ));
+                }
+                if let (Some(want), Some(got)) = (w.entries_read, int(field(g, "entries-read"))) {
+                    if got != want {
+                        return wrong(format!("group {group}: entries read {want} expected, found {got}"));
+                    }
+                }
+                for (what, n) in [("consumers", w.consumers), ("pending", w.pending)] {
+                    let got = int(field(g, what));
+                    if got != Some(n) {
+                        return wrong(format!("group {group}: {n} {what} expected, found {got:?}"));
+                    }
+                }
+            }
+            Verdict::Ok
+        }
+        Expect::Consumers(group, want) => {
+            let got: Vec<&[u8]> = items(v)
+                .iter()
+                .filter_map(|c| field(&fields(c), "name").and_then(bytes))
+                .collect();
+            match want.iter().find(|w| !got.contains(&w.as_slice())) {
+                Some(w) => wrong(format!("group {}: consumer {} is missing", show(group), show(w))),
+                None => Verdict::Ok,
+            }
+        }
+        Expect::Pending(group, want) => {
+            let got = items(v);
+            for (i, (wid, consumer, count)) in want.iter().enumerate() {
+                let e = got.get(i).map(items).unwrap_or_default();
+                let same = e.first().and_then(bytes) == Some(id(*wid).as_slice())
+                    && e.get(1).and_then(bytes) == Some(consumer.as_slice())
+                    && int(e.get(3)) == Some(*count);
+                if !same {
+                    return wrong(format!(
+                        "group {}: pending entry {} of {} delivered {count} times expected, found {}",
+                        show(group),
+                        show_id(*wid),
+                        show(consumer),
+                        if e.is_empty() { "none".into() } else { format!("{e:?}") }
+                    ));
+                }
+            }
+            Verdict::Ok
+        }
+    }
+}
+
+fn show_id(i: StreamId) -> String {
+    format!("{}-{}", i.ms, i.seq)
+}
+
+/// A reply value as an operator reads it.
+fn shown(v: Option<&Value>) -> String {
+    match v.and_then(bytes) {
+        Some(b) => show(b),
+        None => format!("{v:?}"),
     }
 }
 
@@ -437,6 +632,68 @@ mod tests {
         ));
         let inf = Expect::Scores(vec![(b"m".to_vec(), f64::NEG_INFINITY)]);
         assert_eq!(judge(&inf, &Value::Array(vec![bulk("-inf")]), 0, 0), Verdict::Ok);
+    }
+
+    #[test]
+    fn stream_groups_consumers_and_pending_entries() {
+        let sid = |ms, seq| StreamId { ms, seq };
+        let xinfo =
+            |pairs: &[(&str, Value)]| Value::Array(pairs.iter().flat_map(|(k, v)| [bulk(k), v.clone()]).collect());
+        let meta = Expect::Stream {
+            last_id: sid(5, 1),
+            entries_added: Some(3),
+            max_deleted_id: None,
+            groups: 1,
+        };
+        let info = |added| {
+            xinfo(&[
+                ("last-generated-id", bulk("5-1")),
+                ("entries-added", Value::Int(added)),
+                ("groups", Value::Int(1)),
+            ])
+        };
+        assert_eq!(judge(&meta, &info(3), 0, 0), Verdict::Ok);
+        assert!(matches!(judge(&meta, &info(4), 0, 0), Verdict::WrongValue(d) if d.contains("entries added 3")));
+        let groups = Expect::Groups(vec![GroupWant {
+            name: b"g".to_vec(),
+            last_delivered_id: sid(5, 1),
+            entries_read: None,
+            consumers: 1,
+            pending: 1,
+        }]);
+        let group = |pending| {
+            Value::Array(vec![xinfo(&[
+                ("name", bulk("g")),
+                ("consumers", Value::Int(1)),
+                ("pending", Value::Int(pending)),
+                ("last-delivered-id", bulk("5-1")),
+            ])])
+        };
+        assert_eq!(judge(&groups, &group(1), 0, 0), Verdict::Ok);
+        assert!(matches!(judge(&groups, &group(2), 0, 0), Verdict::WrongValue(d) if d.contains("1 pending expected")));
+        assert!(matches!(
+            judge(&groups, &Value::Array(vec![]), 0, 0),
+            Verdict::WrongValue(d) if d.contains("group \"g\" is missing")
+        ));
+        let consumers = Expect::Consumers(b"g".to_vec(), vec![b"alice".to_vec()]);
+        let named = |n| Value::Array(vec![xinfo(&[("name", bulk(n))])]);
+        assert_eq!(judge(&consumers, &named("alice"), 0, 0), Verdict::Ok);
+        assert!(matches!(judge(&consumers, &named("bob"), 0, 0), Verdict::WrongValue(_)));
+        let pending = Expect::Pending(b"g".to_vec(), vec![(sid(5, 1), b"alice".to_vec(), 2)]);
+        let entry = |c| {
+            Value::Array(vec![Value::Array(vec![
+                bulk("5-1"),
+                bulk("alice"),
+                Value::Int(10),
+                Value::Int(c),
+            ])])
+        };
+        assert_eq!(judge(&pending, &entry(2), 0, 0), Verdict::Ok);
+        assert!(matches!(judge(&pending, &entry(1), 0, 0), Verdict::WrongValue(_)));
+        assert!(matches!(
+            judge(&pending, &Value::Array(vec![]), 0, 0),
+            Verdict::WrongValue(_)
+        ));
     }
 
     #[test]
