@@ -165,6 +165,11 @@ fn namespaces_keep_databases_apart_on_kvrocks() {
     let dir = tempfile::tempdir().unwrap();
     let snap = export(&s, dir.path());
     let t = Server::start(Kind::Kvrocks, &[("requirepass", "admin-pw")]);
+    // Kvrocks ignores SELECT: a database map would merge the databases, and is refused.
+    let admin_url = format!("redis://:admin-pw@127.0.0.1:{}", t.port);
+    let o = kvferry(&["import", &snap, "--target", &admin_url, "--db-map", "0=0,3=3"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("ignores SELECT"), "{}", text(&o));
     let mut admin = redis::Client::open(format!("redis://:admin-pw@127.0.0.1:{}", t.port))
         .unwrap()
         .get_connection()
@@ -200,7 +205,8 @@ fn several_databases_need_a_mapping_that_loses_nothing() {
     populate(&s);
     let dir = tempfile::tempdir().unwrap();
     let snap = export(&s, dir.path());
-    let t = Server::target();
+    // Database numbers need a server with SELECT; for Kvrocks see the namespace test.
+    let t = Server::start(Kind::Redis, &[]);
     let o = import(&snap, &t, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
@@ -213,7 +219,7 @@ fn several_databases_need_a_mapping_that_loses_nothing() {
     assert!(text(&o).contains("would both be written to db 1"), "{}", text(&o));
     let o = import(&snap, &t, &["--db-map", "0=1"]);
     assert!(text(&o).contains("database 3 is not mapped"), "{}", text(&o));
-    let n: u64 = redis::cmd("DBSIZE").query(&mut t.conn()).unwrap();
+    let n = t.key_count(0);
     assert_eq!(n, 0, "nothing written by refused runs");
     // Two databases into one, apart by prefix.
     let o = import(&snap, &t, &["--db-map", "0=1,3=1", "--prefix-map", "3=db3:"]);
@@ -250,7 +256,7 @@ fn conflict_modes_on_a_target_that_holds_keys() {
         "{}",
         text(&o)
     );
-    let n: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    let n = t.key_count(0);
     assert_eq!(n, 3);
     // skip: existing keys stay, the rest is written, the skipped are named.
     let rep = dir.path().join("skip.json");
@@ -295,7 +301,8 @@ fn dry_run_writes_nothing_and_resp_feeds_redis_cli() {
     populate(&s);
     let dir = tempfile::tempdir().unwrap();
     let snap = export(&s, dir.path());
-    let t = Server::target();
+    // Database numbers need a server with SELECT; for Kvrocks see the namespace test.
+    let t = Server::start(Kind::Redis, &[]);
     let o = import(&snap, &t, &["--db-map", "0=0,3=3", "--dry-run"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
@@ -303,7 +310,7 @@ fn dry_run_writes_nothing_and_resp_feeds_redis_cli() {
         "{}",
         text(&o)
     );
-    let n: u64 = redis::cmd("DBSIZE").query(&mut t.conn()).unwrap();
+    let n = t.key_count(0);
     assert_eq!(n, 0);
     assert!(!Path::new(&snap)
         .join(format!(".import-127.0.0.1_{}", t.port))
@@ -366,7 +373,7 @@ fn a_corrupt_block_is_refused_before_writing_or_skipped_and_listed() {
         err.contains("nothing was written") && err.contains(&file.display().to_string()) && err.contains("block 0"),
         "{err}"
     );
-    let n: u64 = redis::cmd("DBSIZE").query(&mut t.conn()).unwrap();
+    let n = t.key_count(0);
     assert_eq!(n, 0);
     let rep = dir.path().join("r.json");
     let o = import(&snap, &t, &["--skip-corrupt-blocks", "--report", rep.to_str().unwrap()]);
@@ -378,7 +385,7 @@ fn a_corrupt_block_is_refused_before_writing_or_skipped_and_listed() {
     );
     let r = report(&rep);
     let written = sum(&r["shards"][0]["written"]);
-    let n: u64 = redis::cmd("DBSIZE").query(&mut t.conn()).unwrap();
+    let n = t.key_count(0);
     assert_eq!(n, written);
     assert!(
         written > 0 && written < 3000,
@@ -558,7 +565,7 @@ fn per_key_errors_are_listed_and_fail_fast_stops() {
         failed.iter().all(|f| f["reason"].as_str().unwrap().contains("OOM")),
         "{r}"
     );
-    let n: u64 = redis::cmd("DBSIZE").query(&mut t.conn()).unwrap();
+    let n = t.key_count(0);
     assert_eq!(n, written);
     let _: () = redis::cmd("FLUSHALL").query(&mut t.conn()).unwrap();
     let o = import(&snap, &t, &["--fail-fast", "--connections", "1"]);
@@ -650,10 +657,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 fn dbsize(t: &Server) -> u64 {
-    redis::Client::open(t.url())
-        .and_then(|c| c.get_connection())
-        .and_then(|mut c| redis::cmd("DBSIZE").query(&mut c))
-        .unwrap_or(0)
+    t.try_key_count(0).unwrap_or(0)
 }
 
 #[test]

@@ -159,6 +159,30 @@ impl Server {
         redis::Client::open(self.url()).unwrap().get_connection().unwrap()
     }
 
+    /// How many keys database `db` holds. On Kvrocks counted with SCAN: its DBSIZE is a cached
+    /// count, 0 until `DBSIZE SCAN` has run (SERVERS.md).
+    pub fn try_key_count(&self, db: u32) -> redis::RedisResult<u64> {
+        let mut c = redis::Client::open(self.url())?.get_connection()?;
+        if self.kind != Kind::Kvrocks {
+            let _: () = redis::cmd("SELECT").arg(db).query(&mut c)?;
+            return redis::cmd("DBSIZE").query(&mut c);
+        }
+        let (mut cursor, mut n) = ("0".to_string(), 0u64);
+        loop {
+            let (next, keys): (String, Vec<Vec<u8>>) =
+                redis::cmd("SCAN").arg(&cursor).arg("COUNT").arg(1000).query(&mut c)?;
+            n += keys.len() as u64;
+            if next == "0" {
+                return Ok(n);
+            }
+            cursor = next;
+        }
+    }
+
+    pub fn key_count(&self, db: u32) -> u64 {
+        self.try_key_count(db).unwrap()
+    }
+
     /// Everything the server wrote, for failure messages.
     pub fn logs(&self) -> String {
         ["server.log", "stdout.log", "stderr.log", "log"]
