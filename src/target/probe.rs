@@ -229,7 +229,7 @@ pub fn probes(rec: &KeyRecord, name: &[u8], st: &mut ProbeState, caps: Caps, out
             }
             st.count += entries.len() as u64;
             if let Some(m) = meta {
-                stream_meta(m, name, out);
+                stream_meta(m, name, st.count, entries.last().map(|e| e.id), out);
             }
         }
     }
@@ -256,7 +256,18 @@ pub fn probes(rec: &KeyRecord, name: &[u8], st: &mut ProbeState, caps: Caps, out
 
 /// The probes of a stream's metadata (its last part carries it): XINFO STREAM, and for its
 /// consumer groups XINFO GROUPS, XINFO CONSUMERS and XPENDING over the snapshot's pending ids.
-fn stream_meta(m: &StreamMeta, name: &[u8], out: &mut Vec<Probe>) {
+///
+/// A stream whose metadata follows from its entries (no groups, nothing deleted, every entry
+/// added still there, the last one the last id) gets none of these reads: XADD of the same
+/// entries gives the same metadata, and XINFO STREAM costs Redis about as much as reading a
+/// small stream (with it on every stream, verify took 0.93 of the import's time on the
+/// standard dataset instead of 0.8).
+fn stream_meta(m: &StreamMeta, name: &[u8], entries: u64, last: Option<StreamId>, out: &mut Vec<Probe>) {
+    let nothing_deleted = m.max_deleted_id.is_none_or(|d| d == StreamId { ms: 0, seq: 0 });
+    if m.groups.is_empty() && nothing_deleted && m.entries_added.is_none_or(|n| n == entries) && last == Some(m.last_id)
+    {
+        return;
+    }
     out.push(Probe {
         cmd: pack(&[b"XINFO", b"STREAM", name]),
         expect: Expect::Stream {
@@ -728,6 +739,78 @@ mod tests {
             judge(&pending, &Value::Array(vec![]), 0, 0),
             Verdict::WrongValue(_)
         ));
+    }
+
+    /// XINFO is asked only where the metadata does not follow from the entries.
+    #[test]
+    fn stream_metadata_read_where_it_says_more_than_the_entries() {
+        use crate::format::consts::FLAG_LAST;
+        use crate::format::record::{StreamEntry, StreamGroup};
+        let sid = |ms, seq| StreamId { ms, seq };
+        let xinfo = |meta: StreamMeta| {
+            let rec = KeyRecord {
+                db: 0,
+                key: b"s",
+                part: 0,
+                flags: FLAG_LAST,
+                expire_at_ms: None,
+                value: RValue::Stream {
+                    entries: vec![StreamEntry {
+                        id: sid(5, 1),
+                        fields: vec![(b"f", b"v")],
+                    }],
+                    meta: Some(meta),
+                },
+            };
+            let mut out = Vec::new();
+            probes(&rec, b"s", &mut ProbeState::default(), Caps { multi: true }, &mut out);
+            out.iter().filter(|p| p.cmd.windows(5).any(|w| w == b"XINFO")).count()
+        };
+        let plain = || StreamMeta {
+            last_id: sid(5, 1),
+            entries_added: Some(1),
+            max_deleted_id: Some(sid(0, 0)),
+            groups: vec![],
+        };
+        assert_eq!(xinfo(plain()), 0);
+        assert_eq!(
+            xinfo(StreamMeta {
+                last_id: sid(9, 0),
+                ..plain()
+            }),
+            1,
+            "a later last id"
+        );
+        assert_eq!(
+            xinfo(StreamMeta {
+                entries_added: Some(3),
+                ..plain()
+            }),
+            1,
+            "entries deleted"
+        );
+        assert_eq!(
+            xinfo(StreamMeta {
+                max_deleted_id: Some(sid(4, 0)),
+                ..plain()
+            }),
+            1
+        );
+        let group = StreamGroup {
+            name: b"g",
+            last_delivered_id: sid(5, 1),
+            entries_read: None,
+            consumers: vec![],
+            pending: vec![],
+        };
+        assert_eq!(
+            xinfo(StreamMeta {
+                groups: vec![group],
+                ..plain()
+            }),
+            2,
+            "STREAM and GROUPS"
+        );
     }
 
     #[test]
