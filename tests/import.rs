@@ -75,24 +75,7 @@ fn populate(s: &Server) {
             .unwrap();
     }
     let _: () = redis::cmd("XDEL").arg("stream").arg("5-2").query(&mut c).unwrap();
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg("stream")
-        .arg("g")
-        .arg("0")
-        .query(&mut c)
-        .unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("g")
-        .arg("alice")
-        .arg("COUNT")
-        .arg(1)
-        .arg("STREAMS")
-        .arg("stream")
-        .arg(">")
-        .query(&mut c)
-        .unwrap();
+    support::group_with_a_pending_entry(&mut c, "stream");
     let _: () = c.set_ex("ttl", "soon", 3600).unwrap();
     let _: () = redis::cmd("HSET")
         .arg("hash-ttl")

@@ -42,22 +42,7 @@ fn populate(s: &Server) {
         .arg("v")
         .query(&mut c)
         .unwrap();
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg("stream")
-        .arg("g")
-        .arg("0")
-        .query(&mut c)
-        .unwrap();
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("g")
-        .arg("alice")
-        .arg("STREAMS")
-        .arg("stream")
-        .arg(">")
-        .query(&mut c)
-        .unwrap();
+    support::group_with_a_pending_entry(&mut c, "stream");
     for chunk in (0..1_000_000).collect::<Vec<u32>>().chunks(50_000) {
         let items: Vec<String> = chunk.iter().map(|i| format!("e{i}")).collect();
         let _: () = c.rpush("biglist", items).unwrap();

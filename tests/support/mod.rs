@@ -296,3 +296,26 @@ impl Drop for Server {
         self.kill();
     }
 }
+
+/// Gives the stream `key` a consumer group `g` read from the start, with its first entry pending
+/// for the consumer `alice`.
+pub fn group_with_a_pending_entry(c: &mut redis::Connection, key: &str) {
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(key)
+        .arg("g")
+        .arg("0")
+        .query(c)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("alice")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(key)
+        .arg(">")
+        .query(c)
+        .unwrap();
+}
