@@ -402,7 +402,7 @@ fn corrupt(name: &str, dir: &Path) {
         "newer-major" => {
             good_minimal(dir);
             edit(&first_file(dir), |b| {
-                b[16] = 2;
+                b[16..20].copy_from_slice(&[2, 0, 0, 0]); // version 2.0
                 fix_header_crc(b);
             });
             reseal(dir);

@@ -404,16 +404,21 @@ fn a_corrupt_block_is_refused_before_writing_or_skipped_and_listed() {
 /// Builds a snapshot by hand, with what Redis cannot produce: keys flagged MULTI_TYPE (Pika
 /// <= 3.5 holds one key under several types, SERVERS.md), a Pika HyperLogLog flag, a NaN score.
 fn crafted_snapshot(dir: &Path) -> String {
+    crafted_snapshot_from(dir, "pika 3.5.5")
+}
+
+/// The same, as if exported from `server`.
+fn crafted_snapshot_from(dir: &Path, server: &str) -> String {
     use kvferry::format::consts::*;
     use kvferry::format::record::*;
     use kvferry::format::snapshot::*;
-    let snap = dir.join("crafted");
+    let snap = dir.join(format!("crafted-{}", server.replace(' ', "-")));
     std::fs::create_dir_all(&snap).unwrap();
     let o = SnapshotOptions::default();
     let spec = ShardSpec {
         id: "src0-db0".into(),
         source: "redis://pika:9221".into(),
-        source_server: Some("pika 3.5.5".into()),
+        source_server: Some(server.into()),
         db: 0,
     };
     let mut sink = ShardSink::new(&snap, spec, o.clone(), 1).unwrap();
@@ -497,6 +502,14 @@ fn multi_type_keys_need_a_policy_and_target_errors_name_the_key() {
         "{}",
         text(&o)
     );
+    // The manifest and trailers count them (format 1.1), so they are found whatever the source
+    // says it was.
+    let other = crafted_snapshot_from(dir.path(), "redis 7.0.15");
+    let manifest: J = serde_json::from_slice(&std::fs::read(Path::new(&other).join("MANIFEST.json")).unwrap()).unwrap();
+    assert_eq!(manifest["shards"][0]["multi_type_keys"], 3, "{manifest}");
+    let o = import(&other, &t, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("\"mt\""), "{}", text(&o));
     let rep = dir.path().join("first.json");
     let o = import(&snap, &t, &["--multi-type", "first", "--report", rep.to_str().unwrap()]);
     // The NaN score is refused by Redis (Pika takes it): that key fails, by name, exit 1.
@@ -858,6 +871,7 @@ fn max_ops_per_sec_limits_the_rate() {
 #[test]
 fn unreachable_targets_and_wrong_passwords_are_named() {
     let dir = tempfile::tempdir().unwrap();
+    // (It holds keys under several types: --multi-type lets the import reach the target.)
     let snap = "fixtures/good/all-types";
     let port = support::free_port_any();
     let o = kvferry(&[
@@ -867,6 +881,8 @@ fn unreachable_targets_and_wrong_passwords_are_named() {
         &format!("redis://127.0.0.1:{port}"),
         "--shard",
         "src0-db0",
+        "--multi-type",
+        "first",
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
@@ -884,6 +900,8 @@ fn unreachable_targets_and_wrong_passwords_are_named() {
         &url,
         "--shard",
         "src0-db0",
+        "--multi-type",
+        "first",
         "--state",
         state.to_str().unwrap(),
     ]);

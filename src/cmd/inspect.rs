@@ -54,6 +54,8 @@ struct ShardSummary {
     raw_bytes: u64,
     file_bytes: u64,
     keys_by_type: BTreeMap<String, u64>,
+    /// Key occurrences the source held under several types (format 1.1 counts them).
+    multi_type_keys: u64,
 }
 
 #[derive(Serialize)]
@@ -134,6 +136,7 @@ fn add_file(s: &mut Summary, shard: &mut ShardSummary, r: &ShardReader) {
     shard.records += t.records;
     shard.raw_bytes += t.raw_bytes;
     shard.file_bytes += r.len();
+    shard.multi_type_keys += t.multi_type_keys;
     let db = s.per_db.entry(h.db).or_default();
     db.keys += t.keys;
     for (ty, n) in &t.keys_by_type {
@@ -282,6 +285,13 @@ fn print_text(s: &Summary, out: &mut impl Write) -> std::io::Result<()> {
         t.records,
         types(&t.keys_by_type)
     )?;
+    let multi: u64 = s.shards.iter().map(|s| s.multi_type_keys).sum();
+    if multi > 0 {
+        writeln!(
+            out,
+            "multi-type {multi} key occurrences the source held under several types: an import needs --multi-type"
+        )?;
+    }
     for (db, c) in &s.per_db {
         writeln!(out, "  db {db:<6} {}{}", c.keys, types(&c.keys_by_type))?;
     }

@@ -60,12 +60,19 @@ pub struct Trailer {
     pub records: u64,
     pub keys: u64,
     pub keys_by_type: BTreeMap<String, u64>,
+    /// Key occurrences flagged MULTI_TYPE (format 1.1; absent, so 0, before).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub multi_type_keys: u64,
     pub raw_bytes: u64,
     pub expiring_keys: u64,
     pub min_expire_at_ms: Option<u64>,
     pub max_expire_at_ms: Option<u64>,
     pub big_keys: Vec<BigKey>,
     pub file_crc32: u32,
+}
+
+pub(crate) fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn le32(b: &[u8], at: usize) -> u32 {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::consts::*;
 use super::error::{FormatError, ShardError, SnapshotError};
-use super::frame::ShardHeader;
+use super::frame::{is_zero, ShardHeader};
 use super::reader::{ReadMode, ShardReader};
 use super::record::KeyRecord;
 use super::writer::{FinishedPart, Resume, ShardWriter, WriterOptions};
@@ -37,6 +37,10 @@ pub struct ShardEntry {
     pub records: u64,
     pub raw_bytes: u64,
     pub keys_by_type: BTreeMap<String, u64>,
+    /// Key occurrences the source held under several types (flagged MULTI_TYPE), so that an
+    /// import knows before reading the records whether it needs a policy (format 1.1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub multi_type_keys: u64,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -300,6 +304,16 @@ impl Snapshot {
                 ),
             });
         }
+        let multi: u64 = readers.iter().map(|r| r.trailer().multi_type_keys).sum();
+        if multi != s.multi_type_keys {
+            return Err(SnapshotError::Manifest {
+                path: self.dir.join(MANIFEST_NAME),
+                detail: format!(
+                    "shard {}: multi_type_keys {} differs from its files' trailers ({multi})",
+                    s.id, s.multi_type_keys
+                ),
+            });
+        }
         Ok(readers)
     }
 }
@@ -354,6 +368,7 @@ pub struct ShardSink {
     current_file: Option<File>,
     parts: Vec<PartEntry>,
     keys_by_type: BTreeMap<String, u64>,
+    multi_type_keys: u64,
 }
 
 /// How far a shard's files are durably written: from here [`ShardSink::resume`] continues after
@@ -363,6 +378,8 @@ pub struct SinkCheckpoint {
     /// Parts finished before the checkpoint.
     pub parts: Vec<PartEntry>,
     pub keys_by_type: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub multi_type_keys: u64,
     /// The part being written and the offset up to which it is whole, if one was open.
     pub current: Option<(usize, u64)>,
 }
@@ -398,6 +415,7 @@ impl ShardSink {
             current_file: None,
             parts: Vec::new(),
             keys_by_type: BTreeMap::new(),
+            multi_type_keys: 0,
         })
     }
 
@@ -421,6 +439,7 @@ impl ShardSink {
         Ok(SinkCheckpoint {
             parts: self.parts.clone(),
             keys_by_type: self.keys_by_type.clone(),
+            multi_type_keys: self.multi_type_keys,
             current,
         })
     }
@@ -468,6 +487,7 @@ impl ShardSink {
         }
         sink.parts = cp.parts;
         sink.keys_by_type = cp.keys_by_type;
+        sink.multi_type_keys = cp.multi_type_keys;
         if let Some((i, end)) = cp.current {
             let path = sink.path(i);
             let located = |error| ShardError {
@@ -586,6 +606,7 @@ impl ShardSink {
             .map_err(|e| located(FormatError::io(done.bytes, e.error())))?;
         file.sync_all().map_err(|e| located(FormatError::io(done.bytes, &e)))?;
         add_types(&mut self.keys_by_type, &done.trailer.keys_by_type);
+        self.multi_type_keys += done.trailer.multi_type_keys;
         let t = &done.trailer;
         self.parts.push(PartEntry {
             file: part_file_name(&self.spec.id, part),
@@ -615,6 +636,7 @@ impl ShardSink {
             records: sum(|p| p.records),
             raw_bytes: sum(|p| p.raw_bytes),
             keys_by_type: std::mem::take(&mut self.keys_by_type),
+            multi_type_keys: self.multi_type_keys,
             parts: std::mem::take(&mut self.parts),
         })
     }

@@ -5,7 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
-use super::consts::BIG_KEYS;
+use super::consts::{BIG_KEYS, FLAG_MULTI_TYPE};
 use super::frame::{BigKey, Trailer};
 use super::record::{KeyRecord, KeyType, Record};
 
@@ -15,6 +15,7 @@ pub struct TrailerStats {
     records: u64,
     keys: u64,
     keys_by_type: BTreeMap<String, u64>,
+    multi_type: u64,
     expiring: u64,
     min_expire: Option<u64>,
     max_expire: Option<u64>,
@@ -38,6 +39,9 @@ impl TrailerStats {
         if r.part == 0 {
             self.keys += 1;
             *self.keys_by_type.entry(r.key_type().name().to_string()).or_default() += 1;
+            if r.flags & FLAG_MULTI_TYPE != 0 {
+                self.multi_type += 1;
+            }
             if let Some(at) = r.expire_at_ms {
                 self.expiring += 1;
                 self.min_expire = Some(self.min_expire.map_or(at, |m| m.min(at)));
@@ -82,6 +86,7 @@ impl TrailerStats {
         t.records = self.records;
         t.keys = self.keys;
         t.keys_by_type = self.keys_by_type;
+        t.multi_type_keys = self.multi_type;
         t.expiring_keys = self.expiring;
         t.min_expire_at_ms = self.min_expire;
         t.max_expire_at_ms = self.max_expire;
@@ -109,6 +114,7 @@ impl TrailerStats {
         field!(records);
         field!(keys);
         field!(keys_by_type);
+        field!(multi_type_keys);
         field!(expiring_keys);
         field!(min_expire_at_ms);
         field!(max_expire_at_ms);

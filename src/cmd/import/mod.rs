@@ -408,8 +408,9 @@ fn first_key(d: &Dest) -> anyhow::Result<Option<Vec<u8>>> {
 /// and match the manifest (size, header identity, trailer counts) and its CRC-32 must cover every
 /// byte before the trailer: a damaged or truncated file is found at the speed of reading it. A
 /// file that fails gets the full check (every block decoded), which names the damaged blocks.
-/// Shards whose source may hold keys under several types (Pika before 4.0, or unknown) are
-/// decoded in full too, to find those keys before writing. The SHA-256 of the manifest is left
+/// Files that hold keys the source had under several types (their trailer counts them from
+/// format 1.1; in 1.0 files, those of Pika before 4.0 or of an unknown source) are decoded in
+/// full too, to name those keys before writing. The SHA-256 of the manifest is left
 /// to `kvferry check`: the CRCs already catch damage, at a fraction of the cost.
 fn precheck(snap: &Snapshot, shards: &[usize]) -> CheckReport {
     let jobs: Vec<(usize, usize)> = shards
@@ -422,6 +423,7 @@ fn precheck(snap: &Snapshot, shards: &[usize]) -> CheckReport {
         snap.dir.display()
     );
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let counted = snap.manifest.version != "1.0";
     let next = std::sync::atomic::AtomicUsize::new(0);
     let reports: Vec<Mutex<Option<check::FileReport>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|sc| {
@@ -433,11 +435,16 @@ fn precheck(snap: &Snapshot, shards: &[usize]) -> CheckReport {
                 let part = &shard.parts[pi];
                 let path = snap.part_path(part);
                 let quick = snap.open_part(si, pi, ReadMode::Read).ok().filter(|r| {
-                    let may_multi = r
-                        .header()
-                        .source_server
-                        .as_deref()
-                        .is_none_or(|s| s.starts_with("pika 2") || s.starts_with("pika 3"));
+                    // From format 1.1 the trailer counts them; a 1.0 file does not, and then its
+                    // source decides.
+                    let may_multi = if counted {
+                        r.trailer().multi_type_keys > 0
+                    } else {
+                        r.header()
+                            .source_server
+                            .as_deref()
+                            .is_none_or(|s| s.starts_with("pika 2") || s.starts_with("pika 3"))
+                    };
                     !may_multi && r.file_crc().is_ok_and(|c| c == r.trailer().file_crc32)
                 });
                 let mut f = match quick {
