@@ -181,24 +181,12 @@ fn namespaces_keep_databases_apart_on_kvrocks() {
         .unwrap();
     assert_eq!(c3.lrange::<_, Vec<String>>("list", 0, -1).unwrap(), ["other", "db"]);
     // verify follows the same map, and finds a change inside one namespace.
-    let o = kvferry(&[
-        "verify",
-        &snap,
-        "--target",
-        &t.url(),
-        "--namespace-map",
-        "0=tok0,3=tok3",
-    ]);
+    let url = t.url();
+    let verify = || kvferry(&["verify", &snap, "--target", &url, "--namespace-map", "0=tok0,3=tok3"]);
+    let o = verify();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let _: () = c3.rpush("list", "more").unwrap();
-    let o = kvferry(&[
-        "verify",
-        &snap,
-        "--target",
-        &t.url(),
-        "--namespace-map",
-        "0=tok0,3=tok3",
-    ]);
+    let o = verify();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains("\"list\"") && text(&o).contains("src0-db3"),

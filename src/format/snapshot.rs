@@ -284,8 +284,8 @@ impl Snapshot {
 
 impl Snapshot {
     /// Opens every part of shard `shard` with [`Snapshot::open_part_verified`] and checks that the
-    /// shard's keys per type are the sums of its files' trailers (F-SNAP-4), before any record is
-    /// used.
+    /// shard's keys per type and multi-type count are the sums of its files' trailers (F-SNAP-4),
+    /// before any record is used.
     pub fn open_shard_verified(&self, shard: usize, mode: ReadMode) -> Result<Vec<ShardReader>, SnapshotError> {
         let s = &self.manifest.shards[shard];
         let readers = (0..s.parts.len())
@@ -295,26 +295,24 @@ impl Snapshot {
         readers
             .iter()
             .for_each(|r| add_types(&mut types, &r.trailer().keys_by_type));
-        if types != s.keys_by_type {
-            return Err(SnapshotError::Manifest {
-                path: self.dir.join(MANIFEST_NAME),
-                detail: format!(
-                    "shard {}: keys_by_type {:?} differs from its files' trailers {types:?}",
-                    s.id, s.keys_by_type
-                ),
-            });
-        }
         let multi: u64 = readers.iter().map(|r| r.trailer().multi_type_keys).sum();
-        if multi != s.multi_type_keys {
-            return Err(SnapshotError::Manifest {
-                path: self.dir.join(MANIFEST_NAME),
-                detail: format!(
-                    "shard {}: multi_type_keys {} differs from its files' trailers ({multi})",
-                    s.id, s.multi_type_keys
-                ),
-            });
-        }
-        Ok(readers)
+        let differs = if types != s.keys_by_type {
+            format!(
+                "keys_by_type {:?} differs from its files' trailers {types:?}",
+                s.keys_by_type
+            )
+        } else if multi != s.multi_type_keys {
+            format!(
+                "multi_type_keys {} differs from its files' trailers ({multi})",
+                s.multi_type_keys
+            )
+        } else {
+            return Ok(readers);
+        };
+        Err(SnapshotError::Manifest {
+            path: self.dir.join(MANIFEST_NAME),
+            detail: format!("shard {}: {differs}", s.id),
+        })
     }
 }
 
