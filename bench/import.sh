@@ -2,7 +2,7 @@
 # Benchmark of `kvferry import` and `kvferry verify` (BENCHMARKS.md, "Import" and "Verify"). For
 # each case it starts a private redis-server, loads a dataset made by examples/gen_dataset.rs
 # (fixed seed), exports it once, writes the import's commands as RESP (`kvferry import --resp`),
-# and then, RUNS times each, alternating, on an empty target server:
+# and then, RUNS times each, in alternating order, on a newly started (empty) target server:
 #   - times `redis-cli --pipe` sending those commands: the baseline of the issue;
 #   - times `kvferry import` of the snapshot (its check of every file before writing included),
 #     with /usr/bin/time for its peak RSS;
@@ -21,7 +21,7 @@
 #   PIN=1                       the target server on core 0, the clients on the other cores
 #   KVROCKS=/path/to/kvrocks    the target is Kvrocks (multi-threaded), started with an empty
 #                               data directory before each run; otherwise a redis-server,
-#                               emptied with FLUSHALL before each run
+#                               likewise started anew before each run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case_=${1:?usage: bench/import.sh quick|mid|mixed|memory}
@@ -38,19 +38,20 @@ if [ -n "${KVROCKS:-}" ]; then
   echo "== target: Kvrocks $("$KVROCKS" --version 2>&1 | head -1)"
 fi
 
-# An empty target: a fresh Kvrocks, or the redis-server flushed.
+# An empty target: a new server process before every run, so that no run inherits the memory
+# state of the one before (runs on a server emptied with FLUSHALL grew slower one after another).
 empty_target() {
+  stop_server "$dst"
   if [ -n "${KVROCKS:-}" ]; then
-    stop_server "$dst"; start_kvrocks "$KVROCKS" "$dst" "${pin_server[@]}"
+    start_kvrocks "$KVROCKS" "$dst" "${pin_server[@]}"
   else
-    redis-cli -p "$dst" flushall >/dev/null
+    start_redis "$dst" "${pin_server[@]}"
   fi
 }
 
 run_case() {
   local name=$1; shift
   start_redis "$src"
-  [ -n "${KVROCKS:-}" ] || start_redis "$dst" "${pin_server[@]}"
   "$gen" load "$@" | redis-cli -p "$src" --pipe >/dev/null
   "$kvferry" export --source "redis://127.0.0.1:$src" --db 0 --out "$work/snap" --progress none >/dev/null
   stop_server "$src"
@@ -59,12 +60,17 @@ run_case() {
   keys=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['totals']['keys'])" "$work/snap/MANIFEST.json")
   resp_mb=$(du -m "$work/cmds.resp" | cut -f1)
   local pipes=() imports=() rss=() pcpu=() icpu=() verifies=() vrss=()
-  for ((i = 0; i < ${RUNS:-3}; i++)); do
+  # One measurement of redis-cli --pipe on an empty target.
+  pipe_run() {
     local t0 c0
     empty_target
     c0=$(server_cpu "$dst"); t0=$(date +%s.%N)
     "${pin_client[@]}" redis-cli -p "$dst" --pipe < "$work/cmds.resp" >/dev/null
     pipes+=("$(elapsed "$t0")"); pcpu+=("$(echo "$(server_cpu "$dst") - $c0" | bc)")
+  }
+  # One measurement of kvferry import on an empty target, then of verify against it.
+  import_run() {
+    local t0 c0
     empty_target
     rm -rf "$work/state"
     c0=$(server_cpu "$dst"); t0=$(date +%s.%N)
@@ -83,6 +89,10 @@ run_case() {
     "${pin_client[@]}" /usr/bin/time -f '%M' -o "$work/vrss" "$kvferry" verify "$work/snap" \
       --target "redis://127.0.0.1:$dst" --progress none >/dev/null
     verifies+=("$(elapsed "$t0")"); vrss+=("$(cat "$work/vrss")")
+  }
+  # The order alternates, so that a drift of the machine over a set favours neither.
+  for ((i = 0; i < ${RUNS:-3}; i++)); do
+    if ((i % 2 == 0)); then pipe_run; import_run; else import_run; pipe_run; fi
   done
   stop_server "$dst"
   rm -rf "$work/snap"

@@ -9,6 +9,7 @@
 //! start was acknowledged, LLEN says how many of them the server did run; a resent XADD or
 //! XGROUP CREATE that the server already ran fails harmlessly, and that failure is success.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +25,9 @@ use crate::endpoint::Endpoint;
 use crate::format::KeyType;
 use crate::progress::Task;
 use crate::source::throttle::Throttle;
+
+/// Batches a connection sends before it reads the replies of the first (see [`Lane::work`]).
+const IN_FLIGHT: usize = 2;
 
 /// How long to keep trying to reconnect before giving up.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -140,12 +144,28 @@ pub struct Lane {
     failed_done: Vec<Vec<u8>>,
     /// Connections to other cluster nodes, opened to follow redirects.
     others: Vec<(String, redis::Connection)>,
+    /// A second connection to the same node, to retry a command after TRYAGAIN.
+    side: Option<redis::Connection>,
 }
 
 fn run_id(conn: &mut redis::Connection) -> Option<String> {
     let info: String = redis::cmd("INFO").arg("server").query(conn).ok()?;
     info.lines()
         .find_map(|l| l.strip_prefix("run_id:").map(|v| v.trim().to_string()))
+}
+
+/// Buffers a connection reuses from batch to batch, and the acknowledgements it owes.
+#[derive(Default)]
+struct Io {
+    buf: Vec<u8>,
+    replies: Vec<Value>,
+    acks: Vec<(u64, Option<Outcome>)>,
+}
+
+/// A lost connection (or a reply that cannot be parsed, as after a cut in the middle of one):
+/// reconnect and resend.
+fn recoverable(e: &redis::RedisError) -> bool {
+    connection_lost(e) || e.kind() == redis::ErrorKind::ParseError
 }
 
 fn connection_lost(e: &redis::RedisError) -> bool {
@@ -167,6 +187,7 @@ impl Lane {
             run_id: None,
             failed_done: Vec::new(),
             others: Vec::new(),
+            side: None,
         };
         lane.run_id = run_id(&mut lane.conn);
         Ok(lane)
@@ -223,16 +244,14 @@ impl Lane {
         }
     }
 
-    /// Sends `cmds` in one write and reads their replies into `replies`; on a lost connection,
-    /// returns the error with `replies` holding those that did arrive.
-    fn exchange<'c>(
+    /// Writes `cmds` (small ones gathered into one write; big ones, chunks of a big key, written
+    /// as they are, so their bytes are not copied once more). Returns how many there were and
+    /// whether all were written.
+    fn send<'c>(
         &mut self,
         cmds: impl Iterator<Item = &'c [u8]>,
         buf: &mut Vec<u8>,
-        replies: &mut Vec<Value>,
-    ) -> Result<(), redis::RedisError> {
-        // Small commands are gathered into one write; big ones (chunks of a big key) are written
-        // as they are, so their bytes are not copied once more.
+    ) -> (usize, Result<(), redis::RedisError>) {
         const DIRECT: usize = 64 << 10;
         buf.clear();
         let mut n = 0;
@@ -257,94 +276,234 @@ impl Lane {
         if sent.is_ok() && !buf.is_empty() {
             sent = self.conn.send_packed_command(buf);
         }
+        (n, sent)
+    }
+
+    /// Reads `n` replies into `replies`; on a lost connection, returns the error with `replies`
+    /// holding those that did arrive.
+    fn recv(&mut self, n: usize, replies: &mut Vec<Value>) -> Result<(), redis::RedisError> {
         replies.clear();
+        for _ in 0..n {
+            replies.push(self.conn.recv_response()?);
+        }
+        Ok(())
+    }
+
+    /// Sends `cmds` and reads their replies into `replies`; on a lost connection, returns the
+    /// error with `replies` holding those that did arrive.
+    fn exchange<'c>(
+        &mut self,
+        cmds: impl Iterator<Item = &'c [u8]>,
+        buf: &mut Vec<u8>,
+        replies: &mut Vec<Value>,
+    ) -> Result<(), redis::RedisError> {
+        let (n, sent) = self.send(cmds, buf);
         // Even when the write failed (the server answered an error and closed the connection,
         // as Kvrocks and Redis do on a protocol error), the replies it sent first can be read.
-        for _ in 0..n {
-            match self.conn.recv_response() {
-                Ok(v) => replies.push(v),
-                Err(e) => return Err(sent.err().unwrap_or(e)),
-            }
+        match self.recv(n, replies) {
+            Ok(()) => sent,
+            Err(e) => Err(sent.err().unwrap_or(e)),
         }
-        sent
     }
 
     /// Writes batches from `rx` until it closes; acknowledges every command to the tracker.
+    ///
+    /// Up to [`IN_FLIGHT`] batches are sent before the replies of the first are read, so the
+    /// server finds the next batch in its socket while the client reads, counts and
+    /// acknowledges the replies of the one before: it does not wait for the client between
+    /// batches (with one batch at a time a connection left its server idle a tenth of the
+    /// time). Replies come in the order of the commands, so they are matched batch by batch.
+    /// What needs the connection to itself waits until nothing is in flight: `--conflict skip`
+    /// asks EXISTS before a batch (so it keeps one batch at a time), and keys that failed part
+    /// way are deleted before the batches holding them are acknowledged.
     pub fn work(mut self, rx: std::sync::mpsc::Receiver<Vec<Item>>, sh: &Shared) -> anyhow::Result<()> {
-        let mut buf = Vec::new();
-        let mut replies = Vec::new();
-        let mut acks = Vec::new();
-        for batch in rx {
-            let mut items = batch;
-            if self.conf.skip_existing {
-                self.check_existing(&items, &mut buf, &mut replies, sh)?;
+        let depth = if self.conf.skip_existing { 1 } else { IN_FLIGHT };
+        let mut flight: VecDeque<Vec<Item>> = VecDeque::new();
+        let mut io = Io::default();
+        loop {
+            let next = if flight.is_empty() {
+                self.ack(&mut io.acks, sh);
+                match rx.recv() {
+                    Ok(b) => Some(b),
+                    Err(_) => break,
+                }
+            } else if flight.len() < depth && self.failed_done.is_empty() {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+            match next {
+                Some(batch) => self.launch(batch, &mut flight, &mut io, sh)?,
+                None => self.land(&mut flight, None, &mut io, sh)?,
             }
-            // Keys left alone are acknowledged without sending.
-            items.retain_mut(|it| {
-                if !it.key.skip.load(Relaxed) {
-                    return true;
+            if self.failed_done.is_empty() {
+                self.ack(&mut io.acks, sh);
+            }
+        }
+        if !self.failed_done.is_empty() {
+            // The connection was lost after the last batch: delete them on a new one.
+            self.note_recovery(sh)?;
+            self.remove_failed();
+            self.failed_done.clear();
+            self.ack(&mut io.acks, sh);
+        }
+        Ok(())
+    }
+
+    /// Sends a batch without waiting for its replies (keys left alone by `--conflict skip` are
+    /// acknowledged without sending).
+    fn launch(
+        &mut self,
+        mut items: Vec<Item>,
+        flight: &mut VecDeque<Vec<Item>>,
+        io: &mut Io,
+        sh: &Shared,
+    ) -> anyhow::Result<()> {
+        if self.conf.skip_existing {
+            debug_assert!(flight.is_empty(), "EXISTS needs the connection to itself");
+            self.check_existing(&items, &mut io.buf, &mut io.replies, sh)?;
+        }
+        items.retain_mut(|it| {
+            if !it.key.skip.load(Relaxed) {
+                return true;
+            }
+            io.acks.push((it.seq, it.last.then(|| it.key.outcome())));
+            false
+        });
+        if items.is_empty() {
+            return Ok(());
+        }
+        sh.throttle.take(items.len() as u64);
+        let (_, sent) = self.send(items.iter().map(|i| i.cmd.packed()), &mut io.buf);
+        flight.push_back(items);
+        match sent {
+            Ok(()) => Ok(()),
+            // The replies that did arrive are read, and the rest is resent.
+            Err(e) => self.land(flight, Some(e), io, sh),
+        }
+    }
+
+    /// Reads the replies of the oldest batch in flight; after `lost` (a failed send), those of
+    /// every batch in flight. When the connection is lost, every command in flight that was
+    /// not answered is resent, in order, once the connection is back (see
+    /// [`Lane::resume_after_loss`]), so that `flight` ends empty.
+    fn land(
+        &mut self,
+        flight: &mut VecDeque<Vec<Item>>,
+        mut lost: Option<redis::RedisError>,
+        io: &mut Io,
+        sh: &Shared,
+    ) -> anyhow::Result<()> {
+        while let Some(items) = flight.pop_front() {
+            let r = self.recv(items.len(), &mut io.replies);
+            let got = std::mem::take(&mut io.replies);
+            let answered = got.len();
+            self.settle(&items, got, false, &mut io.acks, sh)?;
+            let e = match (r, lost.take()) {
+                (Ok(()), None) => return Ok(()),
+                (Ok(()), Some(l)) => {
+                    lost = Some(l);
+                    continue;
                 }
-                acks.push((it.seq, it.last.then(|| it.key.outcome())));
-                false
-            });
-            let mut resent = false;
-            // Attempts in a row that got no reply at all: the first command may be one the
-            // server closes the connection on (too big, too many arguments), a poison that
-            // resending would repeat forever. After two, commands go one at a time; a command
-            // that fails alone twice is given up, its key failed, by name.
-            let mut stuck = 0;
-            loop {
-                let limit = if stuck >= 2 { 1 } else { items.len() };
-                if !items.is_empty() {
-                    sh.throttle.take(limit as u64);
+                (Err(e), l) => l.unwrap_or(e),
+            };
+            if !recoverable(&e) {
+                return Err(anyhow!("{}: {e}", self.name));
+            }
+            let mut rest: Vec<Item> = items
+                .into_iter()
+                .skip(answered)
+                .chain(flight.drain(..).flatten())
+                .collect();
+            self.resume_after_loss(&mut rest, sh, &e)?;
+            return self.write_all(rest, io, sh);
+        }
+        Ok(())
+    }
+
+    /// Sends `items` and reads their replies, one batch at a time, until every command is
+    /// answered: after a lost connection (nothing else is in flight then), and for the
+    /// commands that follow a poison.
+    fn write_all(&mut self, mut items: Vec<Item>, io: &mut Io, sh: &Shared) -> anyhow::Result<()> {
+        // Attempts in a row that got no reply at all: the first command may be one the server
+        // closes the connection on (too big, too many arguments), a poison that resending would
+        // repeat forever. After two, commands go one at a time; a command that fails alone
+        // twice is given up, its key failed, by name.
+        let mut stuck = 0;
+        while !items.is_empty() {
+            let limit = if stuck >= 2 { 1 } else { items.len() };
+            sh.throttle.take(limit as u64);
+            let r = self.exchange(
+                items[..limit].iter().map(|i| i.cmd.packed()),
+                &mut io.buf,
+                &mut io.replies,
+            );
+            let answered = io.replies.len();
+            stuck = if answered == 0 && r.is_err() { stuck + 1 } else { 0 };
+            if stuck >= 4 {
+                let it = items.remove(0);
+                let e = r.as_ref().err().map_or(String::new(), |e| e.to_string());
+                it.key.fail(format!(
+                    "{}: the target closed the connection on this command ({e}); not written",
+                    it.cmd.name
+                ));
+                if it.last {
+                    self.failed_done.push(it.key.name.clone());
                 }
-                let r = self.exchange(items[..limit].iter().map(|i| i.cmd.packed()), &mut buf, &mut replies);
-                let answered = replies.len();
-                stuck = if answered == 0 && r.is_err() { stuck + 1 } else { 0 };
-                if stuck >= 4 {
-                    let it = items.remove(0);
-                    let e = r.as_ref().err().map_or(String::new(), |e| e.to_string());
-                    it.key.fail(format!(
-                        "{}: the target closed the connection on this command ({e}); not written",
-                        it.cmd.name
-                    ));
-                    if it.last {
-                        self.failed_done.push(it.key.name.clone());
-                    }
-                    acks.push((it.seq, it.last.then(|| it.key.outcome())));
-                    stuck = 0;
-                }
-                let got: Vec<Value> = std::mem::take(&mut replies);
-                for (it, v) in items.iter().zip(got) {
-                    let v = match &v {
-                        Value::ServerError(e) => match Redirect::from_error(e.code(), e.details()) {
-                            Some(r) => self.follow(it, r, sh)?,
-                            None => v,
-                        },
-                        _ => v,
-                    };
-                    self.answer(it, v, resent, sh);
-                    if it.last && it.key.has_failed() && !it.key.skip.load(Relaxed) {
-                        self.failed_done.push(it.key.name.clone());
-                    }
-                    acks.push((it.seq, it.last.then(|| it.key.outcome())));
-                }
-                items.drain(..answered);
-                self.remove_failed(&acks);
-                sh.task.add(acks.iter().filter(|(_, o)| o.is_some()).count() as u64, 0);
-                sh.tracker.ack(&mut acks);
-                match r {
-                    Ok(()) if items.is_empty() => break,
-                    Ok(()) => {}
-                    Err(e) if connection_lost(&e) || e.kind() == redis::ErrorKind::ParseError => {
-                        self.resume_after_loss(&mut items, sh, &e)?;
-                        resent = true;
-                    }
-                    Err(e) => return Err(anyhow!("{}: {e}", self.name)),
-                }
+                io.acks.push((it.seq, it.last.then(|| it.key.outcome())));
+                stuck = 0;
+            }
+            let got = std::mem::take(&mut io.replies);
+            self.settle(&items, got, true, &mut io.acks, sh)?;
+            items.drain(..answered);
+            self.ack(&mut io.acks, sh);
+            match r {
+                Ok(()) => {}
+                Err(e) if recoverable(&e) => self.resume_after_loss(&mut items, sh, &e)?,
+                Err(e) => return Err(anyhow!("{}: {e}", self.name)),
             }
         }
         Ok(())
+    }
+
+    /// Takes the replies `got` of the first commands of `items`: follows redirects, records
+    /// errors, and notes what to acknowledge.
+    fn settle(
+        &mut self,
+        items: &[Item],
+        got: Vec<Value>,
+        resent: bool,
+        acks: &mut Vec<(u64, Option<Outcome>)>,
+        sh: &Shared,
+    ) -> anyhow::Result<()> {
+        for (it, v) in items.iter().zip(got) {
+            let v = match &v {
+                Value::ServerError(e) => match Redirect::from_error(e.code(), e.details()) {
+                    Some(r) => self.follow(it, r, sh)?,
+                    None => v,
+                },
+                _ => v,
+            };
+            self.answer(it, v, resent, sh);
+            if it.last && it.key.has_failed() && !it.key.skip.load(Relaxed) {
+                self.failed_done.push(it.key.name.clone());
+            }
+            acks.push((it.seq, it.last.then(|| it.key.outcome())));
+        }
+        Ok(())
+    }
+
+    /// Deletes the keys that failed part way, then acknowledges `acks` (called when nothing is
+    /// in flight, or nothing failed: the deletes need the connection to themselves). While a
+    /// delete waits for a new connection, the acknowledgements wait too, so that no checkpoint
+    /// covers a failed key still half written.
+    fn ack(&mut self, acks: &mut Vec<(u64, Option<Outcome>)>, sh: &Shared) {
+        self.remove_failed();
+        if acks.is_empty() || !self.failed_done.is_empty() {
+            return;
+        }
+        sh.task.add(acks.iter().filter(|(_, o)| o.is_some()).count() as u64, 0);
+        sh.tracker.ack(acks);
     }
 
     /// Follows a cluster redirect for one command (issue 4, "Cluster targets"): MOVED goes to
@@ -378,10 +537,7 @@ impl Lane {
                 Redirect::TryAgain => {
                     std::thread::sleep(delay); // backoff: the cluster asked to retry later
                     delay = (delay * 2).min(Duration::from_secs(1));
-                    self.conn
-                        .send_packed_command(cmd)
-                        .and_then(|()| self.conn.recv_response())
-                        .map_err(|e| anyhow!("{}: {e}", self.name))
+                    self.on_side(cmd)
                 }
             };
             let v = match reply {
@@ -401,6 +557,20 @@ impl Lane {
             self.name,
             crate::format::record::Lossy(key)
         ))
+    }
+
+    /// Sends `cmd` on a second connection to this lane's node and returns its reply: batches
+    /// may be in flight on the first.
+    fn on_side(&mut self, cmd: &[u8]) -> anyhow::Result<Value> {
+        if self.side.is_none() {
+            self.side = Some(Lane::connect(&self.conf, Duration::from_secs(5))?);
+        }
+        let conn = self.side.as_mut().expect("BUG: just opened");
+        let r = conn.send_packed_command(cmd).and_then(|()| conn.recv_response());
+        r.map_err(|e| {
+            self.side = None;
+            anyhow!("{}: {e}", self.name)
+        })
     }
 
     /// Sends `cmds` to the cluster node at `addr` and returns the last reply.
@@ -467,7 +637,7 @@ impl Lane {
             }
             match r {
                 Ok(()) => {}
-                Err(e) if stuck < 5 && (connection_lost(&e) || e.kind() == redis::ErrorKind::ParseError) => {
+                Err(e) if stuck < 5 && recoverable(&e) => {
                     self.recover().with_context(|| format!("after: {e}"))?;
                 }
                 Err(e) => return Err(anyhow!("{}: {e}", self.name)),
@@ -478,18 +648,21 @@ impl Lane {
 
     /// Keys that failed part way are deleted once their last command was answered, so that a
     /// failed key is absent from the target rather than partly written (best effort: the
-    /// report names the key either way).
-    fn remove_failed(&mut self, acks: &[(u64, Option<Outcome>)]) {
-        let _ = acks;
-        let failed: Vec<Vec<u8>> = std::mem::take(&mut self.failed_done);
-        if failed.is_empty() {
+    /// report names the key either way). When the connection was lost meanwhile (the
+    /// command that closed it may be in the same batch), they are kept for the next call, on
+    /// the new connection.
+    fn remove_failed(&mut self) {
+        if self.failed_done.is_empty() {
             return;
         }
         let mut p = redis::pipe();
-        for k in &failed {
+        for k in &self.failed_done {
             p.cmd("DEL").arg(k).ignore();
         }
-        let _ = p.query::<()>(&mut self.conn);
+        match p.query::<()>(&mut self.conn) {
+            Err(e) if connection_lost(&e) => {}
+            _ => self.failed_done.clear(),
+        }
     }
 
     /// `--conflict skip`: asks EXISTS for the keys that start in this batch; those that exist
