@@ -64,8 +64,11 @@ pub struct Args {
     /// lists them, `first` writes the first type, `suffix` writes the others as KEY:TYPE.
     #[arg(long, value_enum, default_value = "fail")]
     pub multi_type: MultiType,
-    /// Connections per shard; a key always goes through the same one, in order.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// Connections per shard (per master on a cluster); a key always goes through the same one,
+    /// in order. Each keeps two batches in flight. Two keep a single-threaded server (Redis)
+    /// busy; a multi-threaded one (Kvrocks) serves each connection on one worker thread, so
+    /// more pay off where it has cores to spare.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub connections: u32,
     /// Commands per pipelined batch on a connection (batches are also cut at 4 MiB).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
