@@ -1,5 +1,6 @@
 //! A pipelined write connection to the target (issue 4, "Fast" and "Faults and resume"): it
-//! sends a batch of commands in one write, counts one reply per command, and, when the
+//! sends batches of commands, each in one write and the next before the replies of the one
+//! before are read (two in flight), counts one reply per command, and, when the
 //! connection is lost, reconnects with backoff and resends what was not acknowledged: never
 //! assumed. Kvrocks answers a protocol error and closes the connection, dropping the rest of
 //! the pipeline (SERVERS.md); those commands are unacknowledged, so they are resent.
