@@ -163,24 +163,23 @@ fn verify_finds_each_kind_of_difference_and_names_the_key() {
     .collect();
     assert_eq!(got, want, "{}", text(&o));
     let lines = report_lines(&rep);
-    let big = lines.iter().find(|l| l["key"] == "biglist").unwrap();
-    assert!(big["detail"].as_str().unwrap().contains("element 765432"), "{big}");
-    let stream = lines.iter().find(|l| l["key"] == "stream").unwrap();
+    // The detail reported for `key`, which must name what differs.
+    let detail = |key: &str| -> String {
+        let l = lines
+            .iter()
+            .find(|l| l["key"] == key)
+            .unwrap_or_else(|| panic!("no line for {key}"));
+        l["detail"].as_str().unwrap().to_string()
+    };
+    let big = detail("biglist");
+    assert!(big.contains("element 765432"), "{big}");
+    let stream = detail("stream");
     assert!(
-        stream["detail"]
-            .as_str()
-            .unwrap()
-            .contains("group \"g\": last delivered id 1-1 expected, found \"0-0\""),
+        stream.contains("group \"g\": last delivered id 1-1 expected, found \"0-0\""),
         "{stream}"
     );
-    let zneg = lines.iter().find(|l| l["key"] == "zneg").unwrap();
-    assert!(
-        zneg["detail"]
-            .as_str()
-            .unwrap()
-            .contains("score 0.0 expected, found -0"),
-        "{zneg}"
-    );
+    let zneg = detail("zneg");
+    assert!(zneg.contains("score 0.0 expected, found -0"), "{zneg}");
 
     // A sample checks a fixed part of the keys: the same ones each time.
     // (Connections report in parallel: compare the lines as a set.)
