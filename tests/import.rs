@@ -898,3 +898,36 @@ fn unreachable_targets_and_wrong_passwords_are_named() {
     assert!(err.contains("authentication failed") && !err.contains("wrong"), "{err}");
     assert!(!state.exists(), "nothing was started");
 }
+
+/// The expiry-precision probe of a Pika target (Pika 4.0.1 keeps milliseconds but reports
+/// `pika_version:4.0.0`, 3.x keeps seconds: detected, never read from the version). On a
+/// millisecond server it says so, and its probe key is gone afterwards. With
+/// `KVFERRY_TEST_PIKA` set it also runs against Pika and says what that Pika keeps.
+#[test]
+fn expiry_precision_is_detected_and_leaves_no_key() {
+    let mut servers = vec![Server::start(Kind::Redis, &[])];
+    if std::env::var_os("KVFERRY_TEST_PIKA").is_some() {
+        servers.push(Server::start(Kind::Pika, &[]));
+    }
+    for s in &servers {
+        let mut c = s.conn();
+        let ms = kvferry::target::build::ms_expiry(&mut c).unwrap();
+        let info: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("pika_version:"))
+            .map(str::trim);
+        eprintln!(
+            "{:?} {version:?}: expiries in {}",
+            s.kind,
+            if ms { "milliseconds" } else { "seconds" }
+        );
+        match version {
+            None => assert!(ms, "Redis keeps milliseconds"),
+            Some(v) if v.starts_with('3') => assert!(!ms, "Pika {v} keeps seconds"),
+            Some(_) => {}
+        }
+        let keys: Vec<String> = c.keys("kvferry:ttl-probe:*").unwrap();
+        assert!(keys.is_empty(), "{keys:?}");
+    }
+}

@@ -38,6 +38,7 @@ fn small_parts() -> ReadOptions {
     ReadOptions {
         part_bytes: 16 << 10,
         page: 100,
+        ..ReadOptions::default()
     }
 }
 
@@ -56,6 +57,7 @@ fn strings_small_big_and_binary() {
         ReadOptions {
             part_bytes: 1 << 20,
             page: 100,
+            ..ReadOptions::default()
         },
     );
     assert_eq!(o, Outcome::Read { parts: 3, elements: 1 });
@@ -149,10 +151,22 @@ fn sets_and_zsets_with_special_scores() {
     assert_eq!(got, ["hi=\"inf\"", "lo=\"-inf\"", "negzero=0", "tenth=0.1"]);
 }
 
+/// A stream with a consumer group, read from the source. Pika has no consumer groups (XGROUP
+/// fails there) and must never be asked about them: XINFO GROUPS crashes Pika 4.0.1 (issue 15).
+/// On Pika the test checks that, and that the entries come out whole; the guard checks that
+/// Pika is still alive at the end.
 #[test]
 fn streams_with_groups_and_pending_entries() {
     let s = Server::source();
     let mut c = s.conn();
+    let info: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
+    let kind = kvferry::source::conn::describe(&s.url(), &mut c).unwrap().kind;
+    let opts = ReadOptions {
+        part_bytes: 1000,
+        page: 100,
+        ..ReadOptions::default()
+    }
+    .for_server(&kind);
     for i in 1..=250u64 {
         let _: String = redis::cmd("XADD")
             .arg("st")
@@ -162,13 +176,23 @@ fn streams_with_groups_and_pending_entries() {
             .query(&mut c)
             .unwrap();
     }
-    let _: () = redis::cmd("XGROUP")
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg("st")
         .arg("g1")
         .arg("0")
-        .query(&mut c)
-        .unwrap();
+        .query(&mut c);
+    if info.contains("pika_version") {
+        assert!(created.is_err(), "Pika has no XGROUP: {created:?}");
+        assert!(!opts.stream_groups);
+        let (o, lines) = read(&s, b"st", KeyType::Stream, opts);
+        assert!(matches!(o, Outcome::Read { elements: 250, .. }), "{o:?}");
+        let meta = &lines.last().unwrap()["value"]["meta"];
+        assert_eq!(meta["last_id"], "250-1");
+        assert_eq!(meta["groups"], serde_json::json!([]));
+        return;
+    }
+    created.unwrap();
     let _: redis::Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg("g1")
@@ -180,15 +204,7 @@ fn streams_with_groups_and_pending_entries() {
         .arg(">")
         .query(&mut c)
         .unwrap();
-    let (o, lines) = read(
-        &s,
-        b"st",
-        KeyType::Stream,
-        ReadOptions {
-            part_bytes: 1000,
-            page: 100,
-        },
-    );
+    let (o, lines) = read(&s, b"st", KeyType::Stream, opts);
     assert!(matches!(o, Outcome::Read { elements: 250, .. }), "{o:?}");
     let entries: Vec<String> = lines
         .iter()
@@ -210,4 +226,35 @@ fn streams_with_groups_and_pending_entries() {
         lines[..lines.len() - 1].iter().all(|l| l["value"]["meta"].is_null()),
         "meta only on the last part"
     );
+}
+
+/// The Pika path with Redis standing in: reading a stream with the options for Pika sends none
+/// of XINFO GROUPS, XINFO CONSUMERS and XPENDING (Redis' command statistics count them), and the
+/// stream comes out whole, without groups.
+#[test]
+fn the_pika_options_never_ask_for_consumer_groups() {
+    let s = Server::start(support::Kind::Redis, &[]);
+    let mut c = s.conn();
+    let _: String = redis::cmd("XADD")
+        .arg("st")
+        .arg("1-1")
+        .arg("f")
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    support::group_with_a_pending_entry(&mut c, "st");
+    let opts = ReadOptions::default().for_server(&kvferry::source::ServerKind::Pika(4, 0, 1));
+    let (o, lines) = read(&s, b"st", KeyType::Stream, opts);
+    assert!(matches!(o, Outcome::Read { elements: 1, .. }), "{o:?}");
+    assert_eq!(lines.last().unwrap()["value"]["meta"]["groups"], serde_json::json!([]));
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut c).unwrap();
+    assert!(
+        stats.contains("cmdstat_xrange"),
+        "the statistics count this server's reads: {stats}"
+    );
+    for cmd in ["cmdstat_xinfo|groups", "cmdstat_xinfo|consumers", "cmdstat_xpending"] {
+        assert!(!stats.contains(cmd), "{cmd} was sent: {stats}");
+    }
+    let (_, lines) = read(&s, b"st", KeyType::Stream, ReadOptions::default());
+    assert_eq!(lines.last().unwrap()["value"]["meta"]["groups"][0]["name"], "g");
 }

@@ -54,6 +54,9 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// How long a command may go without a reply before it counts as lost.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Opens a RESP2 connection (Pika answers HELLO 3 with RESP2: speak RESP2 and never negotiate,
 /// SERVERS.md) and checks it with PING. Errors name the server and say what to do.
 pub fn connect(ep: &Endpoint, timeout: Duration) -> anyhow::Result<redis::Connection> {
@@ -63,7 +66,7 @@ pub fn connect(ep: &Endpoint, timeout: Duration) -> anyhow::Result<redis::Connec
     let mut conn = client
         .get_connection_with_timeout(timeout)
         .map_err(|e| explain(&name, tls, e))?;
-    conn.set_read_timeout(Some(timeout.max(Duration::from_secs(30)))).ok();
+    conn.set_read_timeout(Some(timeout.max(READ_TIMEOUT))).ok();
     let pong: String = redis::cmd("PING")
         .query(&mut conn)
         .map_err(|e| explain(&name, tls, e))?;

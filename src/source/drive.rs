@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use redis::ConnectionLike;
 
 use super::conn::ServerKind;
-use super::link::{is_connection_error, Link};
+use super::link::{is_connection_error, is_timeout, stuck, Link, TIMEOUT_RETRIES};
 use super::scan::{list_types, read_listed, DbReport, Out, Position, ScanOptions};
 use super::throttle::Throttle;
 use crate::format::record::{KeyRecord, KeyType};
@@ -107,6 +107,7 @@ fn list(
     let (mut seq, mut epoch, mut next_merge, mut outstanding) = (0u64, 0u64, 0u64, 0u64);
     let mut pending = BTreeMap::new();
     let mut listing = true;
+    let mut timeouts = 0;
     loop {
         let mut results = Vec::new();
         if !listing && outstanding > 0 {
@@ -134,6 +135,7 @@ fn list(
         }
         match lister.next(&mut link.conn(throttle)) {
             Ok(Some(page)) => {
+                timeouts = 0;
                 let job = Job { seq, epoch, page };
                 // Blocks while the readers are busy; fails only when they all stopped on errors.
                 if jobs.send(job).is_err() {
@@ -143,7 +145,9 @@ fn list(
                 (seq, outstanding) = (seq + 1, outstanding + 1);
             }
             Ok(None) => listing = false,
+            Err(e) if is_timeout(&e) && timeouts == TIMEOUT_RETRIES => return Err(stuck(e, &link.server.name)),
             Err(e) if is_connection_error(&e) => {
+                timeouts += u32::from(is_timeout(&e));
                 let restarted = link.recover()?;
                 report.reconnects += 1;
                 if lister.reconnected(restarted, link.run_id()) {
@@ -177,7 +181,7 @@ fn reader(
     loop {
         let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(job) = job else { return };
-        let mut reconnects = 0;
+        let (mut reconnects, mut timeouts) = (0, 0);
         let result = loop {
             let mut page = DbReport {
                 filtered: job.page.filtered,
@@ -188,7 +192,9 @@ fn reader(
                     page.reconnects = reconnects;
                     break Ok(page);
                 }
+                Err(e) if is_timeout(&e) && timeouts == TIMEOUT_RETRIES => break Err(stuck(e, &link.server.name)),
                 Err(e) if is_connection_error(&e) => {
+                    timeouts += u32::from(is_timeout(&e));
                     // Read the page again on a new connection; what was written of it is
                     // superseded by the new occurrences (F-PART-3).
                     if let Err(e) = link.recover() {

@@ -44,6 +44,28 @@ pub fn is_connection_error(e: &anyhow::Error) -> bool {
         .any(|r| r.is_io_error() || r.is_connection_dropped() || r.is_connection_refusal() || r.is_timeout())
 }
 
+/// True when `e` comes from a command that got no reply in time (the read timeout of
+/// [`connect`]).
+pub fn is_timeout(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<redis::RedisError>())
+        .any(|r| r.is_timeout())
+}
+
+/// How many times a page whose command got no reply is read again (on a new connection) before
+/// the export stops and names the command: a server stuck on one command must not hang the
+/// export (issue 15).
+pub const TIMEOUT_RETRIES: u32 = 2;
+
+/// The error for a command that got no reply `TIMEOUT_RETRIES + 1` times.
+pub fn stuck(e: anyhow::Error, server: &str) -> anyhow::Error {
+    e.context(format!(
+        "{server}: no reply in {} s, {} times: the server is stuck on this command or overloaded; check it, then run the same command with --resume",
+        super::conn::READ_TIMEOUT.as_secs(),
+        TIMEOUT_RETRIES + 1
+    ))
+}
+
 impl Link {
     /// Connects to `url` and finds out what the server is.
     pub fn open(endpoint: &Endpoint) -> anyhow::Result<Link> {

@@ -4,7 +4,7 @@
 //! Facts about Pika relied on here are in ../shared/SERVERS.md; each is cited where it is used.
 
 pub mod conn;
-mod drive;
+pub(crate) mod drive;
 pub mod link;
 pub mod pika;
 pub mod read;

@@ -9,6 +9,7 @@
 use anyhow::{anyhow, Context};
 use redis::{ConnectionLike, Value as RV};
 
+use super::conn::ServerKind;
 use crate::format::consts::FLAG_LAST;
 use crate::format::record::{
     KeyRecord, KeyType, StreamConsumer, StreamEntry, StreamGroup, StreamId, StreamMeta, StreamPending, Value,
@@ -21,6 +22,19 @@ pub struct ReadOptions {
     pub part_bytes: usize,
     /// Elements asked for per command (SCAN COUNT, LRANGE window, XRANGE COUNT).
     pub page: usize,
+    /// Read streams' consumer groups (XINFO GROUPS, XINFO CONSUMERS, XPENDING). Off for Pika,
+    /// which has no consumer groups and which XINFO GROUPS crashes (4.0.1) or hangs (SERVERS.md).
+    pub stream_groups: bool,
+}
+
+impl ReadOptions {
+    /// The options for reading from a server of this kind.
+    pub fn for_server(self, kind: &ServerKind) -> ReadOptions {
+        ReadOptions {
+            stream_groups: !matches!(kind, ServerKind::Pika(..)),
+            ..self
+        }
+    }
 }
 
 impl Default for ReadOptions {
@@ -28,6 +42,7 @@ impl Default for ReadOptions {
         ReadOptions {
             part_bytes: 1 << 20,
             page: 1000,
+            stream_groups: true,
         }
     }
 }
@@ -149,9 +164,9 @@ fn empty(ty: KeyType) -> Value<'static> {
 }
 
 fn read_string(conn: &mut dyn ConnectionLike, p: &mut Parts, opts: &ReadOptions) -> anyhow::Result<Outcome> {
-    let len: usize = redis::cmd("STRLEN").arg(p.key).query(conn)?;
+    let len: usize = redis::cmd("STRLEN").arg(p.key).query(conn).context("STRLEN")?;
     if len <= opts.part_bytes {
-        let v: Option<Vec<u8>> = redis::cmd("GET").arg(p.key).query(conn)?;
+        let v: Option<Vec<u8>> = redis::cmd("GET").arg(p.key).query(conn).context("GET")?;
         let Some(v) = v else { return Ok(Outcome::Gone) };
         p.send(Value::String(&v), true)?;
         return Ok(Outcome::Read { parts: 1, elements: 1 });
@@ -160,7 +175,12 @@ fn read_string(conn: &mut dyn ConnectionLike, p: &mut Parts, opts: &ReadOptions)
     let mut at = 0;
     while at < len {
         let end = (at + opts.part_bytes).min(len);
-        let chunk: Vec<u8> = redis::cmd("GETRANGE").arg(p.key).arg(at).arg(end - 1).query(conn)?;
+        let chunk: Vec<u8> = redis::cmd("GETRANGE")
+            .arg(p.key)
+            .arg(at)
+            .arg(end - 1)
+            .query(conn)
+            .context("GETRANGE")?;
         let short = chunk.len() < end - at;
         p.send(Value::String(&chunk), end == len || short)?;
         if short {
@@ -183,11 +203,14 @@ fn read_scanned(
     conn: &mut dyn ConnectionLike,
     p: &mut Parts,
     opts: &ReadOptions,
-    len_cmd: &str,
-    scan_cmd: &str,
+    len_cmd: &'static str,
+    scan_cmd: &'static str,
     ty: KeyType,
 ) -> anyhow::Result<Outcome> {
-    let len: u64 = redis::cmd(len_cmd).arg(p.key).query(conn)?;
+    let len: u64 = redis::cmd(len_cmd)
+        .arg(p.key)
+        .query(conn)
+        .with_context(|| len_cmd.to_string())?;
     if len == 0 {
         return Ok(Outcome::Gone);
     }
@@ -198,7 +221,8 @@ fn read_scanned(
             .arg(&cursor)
             .arg("COUNT")
             .arg(opts.page)
-            .query(conn)?;
+            .query(conn)
+            .with_context(|| format!("{scan_cmd} cursor {}", String::from_utf8_lossy(&cursor)))?;
         let per = if ty == KeyType::Set { 1 } else { 2 };
         if items.len() % per != 0 {
             return Err(anyhow!("{scan_cmd} returned an odd number of items ({})", items.len()));
@@ -250,14 +274,19 @@ fn parse_score(b: &[u8]) -> anyhow::Result<f64> {
 }
 
 fn read_list(conn: &mut dyn ConnectionLike, p: &mut Parts, opts: &ReadOptions) -> anyhow::Result<Outcome> {
-    let len: u64 = redis::cmd("LLEN").arg(p.key).query(conn)?;
+    let len: u64 = redis::cmd("LLEN").arg(p.key).query(conn).context("LLEN")?;
     if len == 0 {
         return Ok(Outcome::Gone);
     }
     let (mut at, mut buf, mut bytes) = (0u64, Vec::<Vec<u8>>::new(), 0usize);
     while at < len {
         let end = (at + opts.page as u64).min(len);
-        let items: Vec<Vec<u8>> = redis::cmd("LRANGE").arg(p.key).arg(at).arg(end - 1).query(conn)?;
+        let items: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(p.key)
+            .arg(at)
+            .arg(end - 1)
+            .query(conn)
+            .context("LRANGE")?;
         let short = (items.len() as u64) < end - at;
         at += items.len() as u64;
         bytes += items.iter().map(Vec::len).sum::<usize>();
@@ -436,7 +465,7 @@ pub(crate) fn id_field(v: Option<&RV>) -> Option<StreamId> {
 type Entry = (StreamId, Vec<(Vec<u8>, Vec<u8>)>);
 
 fn read_stream(conn: &mut dyn ConnectionLike, p: &mut Parts, opts: &ReadOptions) -> anyhow::Result<Outcome> {
-    let len: u64 = redis::cmd("XLEN").arg(p.key).query(conn)?;
+    let len: u64 = redis::cmd("XLEN").arg(p.key).query(conn).context("XLEN")?;
     let info: RV = match redis::cmd("XINFO").arg("STREAM").arg(p.key).query(conn) {
         Ok(v) => v,
         // No such key: it went away. (Pika 4.0 says XLEN 0 for a deleted stream, SERVERS.md.)
@@ -452,7 +481,8 @@ fn read_stream(conn: &mut dyn ConnectionLike, p: &mut Parts, opts: &ReadOptions)
             .arg("+")
             .arg("COUNT")
             .arg(opts.page)
-            .query(conn)?;
+            .query(conn)
+            .with_context(|| format!("XRANGE from {start}"))?;
         let n = page.len();
         for (id, kv) in page {
             let id = parse_id(&id)?;
@@ -477,7 +507,11 @@ fn read_stream(conn: &mut dyn ConnectionLike, p: &mut Parts, opts: &ReadOptions)
             (buf, bytes) = (Vec::new(), 0);
         }
     }
-    let groups = read_groups(conn, p.key, opts)?;
+    let groups = if opts.stream_groups {
+        read_groups(conn, p.key, opts)?
+    } else {
+        Vec::new()
+    };
     let meta = StreamMeta {
         last_id: id_field(field(&info, "last-generated-id")).unwrap_or(StreamId { ms: 0, seq: 0 }),
         entries_added: int(field(&info, "entries-added")),
@@ -551,7 +585,8 @@ fn now_ms() -> u64 {
 }
 
 /// Consumer groups with their consumers and pending entries (XINFO GROUPS, XINFO CONSUMERS,
-/// XPENDING). Pika has no XGROUP (SERVERS.md): an error here means "no groups".
+/// XPENDING). Never asked of Pika ([`ReadOptions::stream_groups`]); a server that rejects
+/// XINFO GROUPS has no groups.
 fn read_groups(conn: &mut dyn ConnectionLike, key: &[u8], opts: &ReadOptions) -> anyhow::Result<Vec<OwnedGroup>> {
     let Ok(RV::Array(groups)) = redis::cmd("XINFO").arg("GROUPS").arg(key).query::<RV>(conn) else {
         return Ok(Vec::new());
@@ -563,7 +598,12 @@ fn read_groups(conn: &mut dyn ConnectionLike, key: &[u8], opts: &ReadOptions) ->
             .and_then(|v| redis::from_redis_value(v).ok())
             .unwrap_or_default();
         let now = now_ms();
-        let consumers: RV = redis::cmd("XINFO").arg("CONSUMERS").arg(key).arg(&name).query(conn)?;
+        let consumers: RV = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(key)
+            .arg(&name)
+            .query(conn)
+            .context("XINFO")?;
         let consumers = match &consumers {
             RV::Array(cs) => cs
                 .iter()
@@ -588,7 +628,8 @@ fn read_groups(conn: &mut dyn ConnectionLike, key: &[u8], opts: &ReadOptions) ->
                 .arg(&start)
                 .arg("+")
                 .arg(opts.page)
-                .query(conn)?;
+                .query(conn)
+                .context("XPENDING")?;
             let n = page.len();
             for (id, consumer, idle, count) in page {
                 pending.push((parse_id(&id)?, consumer, now.saturating_sub(idle), count));

@@ -162,6 +162,10 @@ pub fn export_db(
 ) -> anyhow::Result<DbReport> {
     link.select(db)?;
     let kind = link.server.kind.clone();
+    let opts = &ScanOptions {
+        read: opts.read.for_server(&kind),
+        ..opts.clone()
+    };
     if matches!(kind, ServerKind::Pika(..)) && super::pika::has_range_scan(&mut link.conn(throttle)) {
         let (mut lister, report) = super::pika::RangeLister::new(&kind, opts, from)?;
         return drive(link, throttle, db, opts, &mut lister, report, out);
@@ -328,9 +332,15 @@ pub(crate) fn read_listed(
         return Ok(());
     }
     let packed = pipe.get_packed_pipeline();
-    let replies = conn
-        .req_packed_commands(&packed, 0, commands)
-        .context("reading small keys (pipeline)")?;
+    let replies = conn.req_packed_commands(&packed, 0, commands).with_context(|| {
+        let (first, last) = (&batch[0].0.key, &batch[batch.len() - 1].0.key);
+        format!(
+            "reading {} small keys, {:?} to {:?} (one pipeline of GETRANGE/HSCAN/LRANGE/SSCAN/ZSCAN)",
+            batch.len(),
+            Lossy(first),
+            Lossy(last)
+        )
+    })?;
     if replies.len() != commands {
         return Err(anyhow!(
             "read pipeline: {} replies for {commands} commands",

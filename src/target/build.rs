@@ -39,11 +39,14 @@ impl Dialect {
         stream_v7: true,
     };
 
-    pub fn for_server(kind: &ServerKind, version: &str) -> Dialect {
+    /// The dialect of a server of this kind. On Pika, `ms_expiry` says whether the server keeps
+    /// expiries in milliseconds ([`ms_expiry`]; 4.0.1 does, 3.x seconds): detected, not read
+    /// from the version, since Pika 4.0.1 reports `pika_version:4.0.0` (SERVERS.md).
+    pub fn for_server(kind: &ServerKind, version: &str, ms_expiry: bool) -> Dialect {
         let major: u32 = version.split('.').next().and_then(|v| v.parse().ok()).unwrap_or(0);
         match kind {
-            ServerKind::Pika(maj, min, patch) => Dialect {
-                expiry: if (*maj, *min, *patch) >= (4, 0, 1) {
+            ServerKind::Pika(..) => Dialect {
+                expiry: if ms_expiry {
                     Expiry::PexpireLeft
                 } else {
                     Expiry::ExpireLeftCeil
@@ -58,6 +61,29 @@ impl Dialect {
             },
         }
     }
+}
+
+/// Whether the server keeps expiries in milliseconds: a probe key given `PEXPIRE 1500` has a
+/// PTTL above 1000 (Pika 3.x keeps whole seconds and answers 1000, SERVERS.md). The key, named
+/// `kvferry:ttl-probe:PID:NANOS`, is deleted at once.
+pub fn ms_expiry(conn: &mut dyn redis::ConnectionLike) -> redis::RedisResult<bool> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let key = format!("kvferry:ttl-probe:{}:{nanos}", std::process::id());
+    let (_, _, pttl, _): ((), i64, i64, i64) = redis::pipe()
+        .cmd("SET")
+        .arg(&key)
+        .arg("1")
+        .cmd("PEXPIRE")
+        .arg(&key)
+        .arg(1500)
+        .cmd("PTTL")
+        .arg(&key)
+        .cmd("DEL")
+        .arg(&key)
+        .query(conn)?;
+    Ok(pttl > 1000)
 }
 
 /// What a command does, for counting replies and resending after a lost connection.
@@ -467,7 +493,7 @@ mod tests {
 
     #[test]
     fn strings_continue_with_setrange_and_pika_gets_time_left() {
-        let pika = Dialect::for_server(&ServerKind::Pika(3, 5, 5), "3.5.5");
+        let pika = Dialect::for_server(&ServerKind::Pika(3, 5, 5), "3.5.5", false);
         let mut st = KeyState::default();
         let mut out = Vec::new();
         part(

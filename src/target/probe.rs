@@ -21,6 +21,23 @@ pub struct Caps {
     /// SMISMEMBER and ZMSCORE (Redis 6.2+, Valkey, Kvrocks); else one SISMEMBER / ZSCORE per
     /// member (Pika).
     pub multi: bool,
+    /// PTTL answers -2 for a missing key. Pika answers 0 for a missing key and for every stream
+    /// (SERVERS.md, seen on 4.0.1): there EXISTS says whether a key is there, and a stream, which
+    /// has no expiry on Pika, gets neither read (its XLEN and XRANGE show a missing one).
+    pub pttl_missing: bool,
+    /// Consumer groups can be read (XINFO GROUPS, XINFO CONSUMERS, XPENDING). Not on Pika, which
+    /// has none, and which XINFO GROUPS crashes (4.0.1) or hangs (SERVERS.md): a snapshot's
+    /// groups are then reported as not kept, without asking.
+    pub groups: bool,
+}
+
+impl Caps {
+    /// Redis 6.2 or later, Valkey, Kvrocks.
+    pub const ALL: Caps = Caps {
+        multi: true,
+        pttl_missing: true,
+        groups: true,
+    };
 }
 
 /// A stream entry: its id and field/value pairs.
@@ -30,6 +47,10 @@ pub type Entry = (StreamId, Vec<(Vec<u8>, Vec<u8>)>);
 #[derive(Debug)]
 pub enum Expect {
     Type(KeyType),
+    /// EXISTS: the key is there (Pika, where PTTL cannot say).
+    Exists,
+    /// The snapshot's stream has this many consumer groups, which the server cannot hold.
+    NoGroups(u64),
     /// PTTL, against this absolute expiry (unix ms).
     Ttl(Option<u64>),
     /// GETRANGE of this part of a string (one byte more for the last part: the string must
@@ -141,7 +162,13 @@ pub fn probes(rec: &KeyRecord, name: &[u8], st: &mut ProbeState, caps: Caps, out
     let ty = rec.key_type();
     // No TYPE: PTTL says -2 for a missing key, and a key of another type answers the value
     // reads with WRONGTYPE. Fewer reads per key keep verify as fast as the import.
-    if rec.part == 0 {
+    if rec.part == 0 && (caps.pttl_missing || ty != KeyType::Stream) {
+        if !caps.pttl_missing {
+            out.push(Probe {
+                cmd: pack(&[b"EXISTS", name]),
+                expect: Expect::Exists,
+            });
+        }
         out.push(Probe {
             cmd: pack(&[b"PTTL", name]),
             expect: Expect::Ttl(rec.expire_at_ms),
@@ -229,7 +256,7 @@ pub fn probes(rec: &KeyRecord, name: &[u8], st: &mut ProbeState, caps: Caps, out
             }
             st.count += entries.len() as u64;
             if let Some(m) = meta {
-                stream_meta(m, name, st.count, entries.last().map(|e| e.id), out);
+                stream_meta(m, name, st.count, entries.last().map(|e| e.id), caps, out);
             }
         }
     }
@@ -262,7 +289,7 @@ pub fn probes(rec: &KeyRecord, name: &[u8], st: &mut ProbeState, caps: Caps, out
 /// entries gives the same metadata, and XINFO STREAM costs Redis about as much as reading a
 /// small stream (with it on every stream, verify took 0.93 of the import's time on the
 /// standard dataset instead of 0.8).
-fn stream_meta(m: &StreamMeta, name: &[u8], entries: u64, last: Option<StreamId>, out: &mut Vec<Probe>) {
+fn stream_meta(m: &StreamMeta, name: &[u8], entries: u64, last: Option<StreamId>, caps: Caps, out: &mut Vec<Probe>) {
     let nothing_deleted = m.max_deleted_id.is_none_or(|d| d == StreamId { ms: 0, seq: 0 });
     if m.groups.is_empty() && nothing_deleted && m.entries_added.is_none_or(|n| n == entries) && last == Some(m.last_id)
     {
@@ -274,10 +301,17 @@ fn stream_meta(m: &StreamMeta, name: &[u8], entries: u64, last: Option<StreamId>
             last_id: m.last_id,
             entries_added: m.entries_added,
             max_deleted_id: m.max_deleted_id,
-            groups: m.groups.len() as u64,
+            groups: if caps.groups { m.groups.len() as u64 } else { 0 },
         },
     });
     if m.groups.is_empty() {
+        return;
+    }
+    if !caps.groups {
+        out.push(Probe {
+            cmd: pack(&[b"XLEN", name]),
+            expect: Expect::NoGroups(m.groups.len() as u64),
+        });
         return;
     }
     out.push(Probe {
@@ -390,6 +424,14 @@ pub fn judge(e: &Expect, v: &Value, now_ms: u64, tolerance_ms: u64) -> Verdict {
             Some(n) => Verdict::WrongType(format!("a {n}, expected a {}", t.name())),
             None => wrong(format!("TYPE answered {v:?}")),
         },
+        Expect::Exists => match v {
+            Value::Int(0) => Verdict::Missing,
+            Value::Int(_) => Verdict::Ok,
+            _ => wrong(format!("EXISTS answered {v:?}")),
+        },
+        Expect::NoGroups(n) => wrong(format!(
+            "{n} consumer groups not kept: the server has no consumer groups (Pika)"
+        )),
         Expect::Ttl(want) => {
             let Value::Int(pttl) = v else {
                 return wrong(format!("PTTL answered {v:?}"));
@@ -747,7 +789,7 @@ mod tests {
         use crate::format::consts::FLAG_LAST;
         use crate::format::record::{StreamEntry, StreamGroup};
         let sid = |ms, seq| StreamId { ms, seq };
-        let xinfo = |meta: StreamMeta| {
+        let commands = |meta: StreamMeta, caps: Caps| -> Vec<Probe> {
             let rec = KeyRecord {
                 db: 0,
                 key: b"s",
@@ -763,9 +805,11 @@ mod tests {
                 },
             };
             let mut out = Vec::new();
-            probes(&rec, b"s", &mut ProbeState::default(), Caps { multi: true }, &mut out);
-            out.iter().filter(|p| p.cmd.windows(5).any(|w| w == b"XINFO")).count()
+            probes(&rec, b"s", &mut ProbeState::default(), caps, &mut out);
+            out
         };
+        let has = |p: &Probe, what: &[u8]| p.cmd.windows(what.len()).any(|w| w == what);
+        let xinfo = |meta| commands(meta, Caps::ALL).iter().filter(|p| has(p, b"XINFO")).count();
         let plain = || StreamMeta {
             last_id: sid(5, 1),
             entries_added: Some(1),
@@ -803,14 +847,54 @@ mod tests {
             consumers: vec![],
             pending: vec![],
         };
-        assert_eq!(
-            xinfo(StreamMeta {
-                groups: vec![group],
-                ..plain()
-            }),
-            2,
-            "STREAM and GROUPS"
+        let grouped = || StreamMeta {
+            groups: vec![group.clone()],
+            ..plain()
+        };
+        assert_eq!(xinfo(grouped()), 2, "STREAM and GROUPS");
+        // Pika: never XINFO GROUPS, XINFO CONSUMERS or XPENDING (they crash Pika 4.0.1), and no
+        // PTTL or EXISTS of a stream (PTTL is 0 for every stream there); the groups the server
+        // cannot hold are a difference.
+        let pika = Caps {
+            multi: false,
+            pttl_missing: false,
+            groups: false,
+        };
+        let out = commands(grouped(), pika);
+        for verb in [&b"GROUPS"[..], b"CONSUMERS", b"XPENDING", b"PTTL", b"EXISTS"] {
+            assert!(!out.iter().any(|p| has(p, verb)), "{out:?}");
+        }
+        assert!(out.iter().any(|p| has(p, b"XINFO") && has(p, b"STREAM")), "{out:?}");
+        let nogroups = out
+            .iter()
+            .find(|p| matches!(p.expect, Expect::NoGroups(1)))
+            .expect("a difference");
+        assert!(
+            matches!(judge(&nogroups.expect, &Value::Int(1), 0, 0), Verdict::WrongValue(d) if d.contains("1 consumer groups not kept"))
         );
+    }
+
+    /// On Pika, PTTL answers 0 for a missing key: EXISTS says whether it is there.
+    #[test]
+    fn pika_keys_are_found_by_exists() {
+        let rec = KeyRecord {
+            db: 0,
+            key: b"k",
+            part: 0,
+            flags: crate::format::consts::FLAG_LAST,
+            expire_at_ms: None,
+            value: RValue::String(b"v"),
+        };
+        let pika = Caps {
+            multi: false,
+            pttl_missing: false,
+            groups: false,
+        };
+        let mut out = Vec::new();
+        probes(&rec, b"k", &mut ProbeState::default(), pika, &mut out);
+        assert!(out[0].cmd.starts_with(b"*2\r\n$6\r\nEXISTS"), "{out:?}");
+        assert_eq!(judge(&out[0].expect, &Value::Int(0), 0, 0), Verdict::Missing);
+        assert_eq!(judge(&out[0].expect, &Value::Int(2), 0, 0), Verdict::Ok);
     }
 
     #[test]

@@ -3,11 +3,18 @@
 //!
 //! The binaries come from environment variables:
 //! - `KVFERRY_TEST_REDIS` (default `redis-server`, the Debian package);
-//! - `KVFERRY_TEST_PIKA`: a Pika binary; when set, `Server::source()` starts Pika instead of Redis;
+//! - `KVFERRY_TEST_PIKA`: a Pika binary; when set, `Server::source()` starts Pika instead of Redis,
+//!   with Pika's own stock configuration (`KVFERRY_TEST_PIKA_CONF`, else `<binary>.conf`, else
+//!   the source tree's `conf/pika.conf` beside the binary's directory) with only its paths, port
+//!   and `databases : 8` changed, so its defaults (the cache on, `timeout : 60`) are tested;
 //! - `KVFERRY_TEST_KVROCKS`: a Kvrocks binary; when set, `Server::target()` starts Kvrocks.
 //!
 //! Every server start prints which server and binary it used, so a run's log says whether it
 //! tested Pika and Kvrocks or Redis standing in for them; nothing is skipped silently.
+//!
+//! When a test ends, the guard checks that its server is still the process it started and still
+//! answers PING (unless the test killed or restarted it): a tool that crashes its production
+//! source fails every test that made it do so (issue 15: XINFO GROUPS killed Pika 4.0.1).
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod compare;
@@ -44,6 +51,8 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     child: Child,
     log: PathBuf,
+    /// The test stopped or restarted the server itself: the guard does not check it.
+    stopped: bool,
 }
 
 /// A loopback port that is free now (and, for Pika, with port+1000 and port+2000 free too).
@@ -118,9 +127,12 @@ impl Server {
         let d = dir.path().display().to_string();
         let conf = dir.path().join("server.conf");
         let text = match kind {
-            Kind::Redis => format!("port {port}\nbind 127.0.0.1\ndir {d}\nsave \"\"\nappendonly no\nlogfile {}\n", log.display()),
+            Kind::Redis => format!(
+                "port {port}\nbind 127.0.0.1\ndir {d}\nsave \"\"\nappendonly no\nlogfile {}\n",
+                log.display()
+            ),
             // Pika's config is "key : value"; it also listens on port+1000 and port+2000.
-            Kind::Pika => format!("port : {port}\ndb-path : {d}/db/\nlog-path : {d}/log/\ndump-path : {d}/dump/\ndb-sync-path : {d}/dbsync/\ndaemonize : no\n"),
+            Kind::Pika => pika_conf(&bin, port, &d),
             Kind::Kvrocks => format!("bind 127.0.0.1\nport {port}\ndir {d}/data\nlog-dir {d}\n"),
         };
         let sep = if kind == Kind::Pika { " : " } else { " " };
@@ -145,6 +157,7 @@ impl Server {
             dir,
             child,
             log,
+            stopped: false,
         };
         s.wait_ready()?;
         Ok(s)
@@ -183,11 +196,29 @@ impl Server {
         self.try_key_count(db).unwrap()
     }
 
-    /// Everything the server wrote, for failure messages.
+    /// Everything the server wrote, for failure messages (the end of each log; Pika writes its
+    /// logs into `log/`).
     pub fn logs(&self) -> String {
-        ["server.log", "stdout.log", "stderr.log", "log"]
+        let d = self.dir.path();
+        let mut files: Vec<PathBuf> = ["server.log", "stdout.log", "stderr.log"]
             .iter()
-            .filter_map(|f| std::fs::read_to_string(self.dir.path().join(f)).ok())
+            .map(|f| d.join(f))
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(d.join("log")) {
+            let mut more: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            more.sort();
+            files.extend(more);
+        }
+        files
+            .iter()
+            .filter_map(|f| {
+                let t = std::fs::read_to_string(f).ok()?;
+                let tail = t.char_indices().rev().nth(8000).map_or(0, |(i, _)| i);
+                Some(format!("== {} ==\n{}", f.display(), &t[tail..]))
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -225,8 +256,38 @@ impl Server {
 
     /// Stops the server at once (like kill -9), keeping its directory.
     pub fn kill(&mut self) {
+        self.stopped = true;
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Panics, with the server's log, unless the server this guard started is still running and
+    /// answers PING.
+    pub fn assert_alive(&mut self) {
+        let gone = match self.child.try_wait() {
+            Ok(Some(status)) => Some(format!("exited with {status}")),
+            Ok(None) => None,
+            Err(e) => Some(format!("cannot be waited for: {e}")),
+        };
+        let ping = redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+            .and_then(|mut c| {
+                c.set_read_timeout(Some(Duration::from_secs(10)))?;
+                redis::cmd("PING").query::<String>(&mut c)
+            });
+        let why = gone.or_else(|| match ping {
+            Ok(_) => None,
+            Err(e) if !e.is_io_error() && !e.is_connection_refusal() && !e.is_timeout() => None, // NOAUTH
+            Err(e) => Some(format!("does not answer PING ({e})")),
+        });
+        if let Some(why) = why {
+            panic!(
+                "the {:?} server on port {} {why} at the end of the test; its log:\n{}",
+                self.kind,
+                self.port,
+                self.logs()
+            );
+        }
     }
 
     /// Starts the same server again on the same port and directory (a restart).
@@ -245,6 +306,7 @@ impl Server {
             Kind::Pika | Kind::Kvrocks => cmd.arg("-c").arg(&conf),
         };
         self.child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        self.stopped = false;
         self.wait_ready().unwrap_or_else(|why| panic!("restart: {why}"));
     }
 }
@@ -293,8 +355,49 @@ pub fn cluster(n: usize) -> Vec<Server> {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if !self.stopped && !std::thread::panicking() {
+            self.assert_alive();
+        }
         self.kill();
     }
+}
+
+/// Pika's stock configuration (see the module's note) with this server's port and paths, the
+/// process in the foreground and 8 databases (Pika's most, `MAX_DB_NUM`; the stock file has 1).
+fn pika_conf(bin: &str, port: u16, d: &str) -> String {
+    let beside = PathBuf::from(format!("{bin}.conf"));
+    let tree = std::path::Path::new(bin)
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("conf/pika.conf"));
+    let path = std::env::var_os("KVFERRY_TEST_PIKA_CONF")
+        .map(PathBuf::from)
+        .or_else(|| beside.exists().then_some(beside))
+        .or_else(|| tree.filter(|t| t.exists()))
+        .unwrap_or_else(|| {
+            panic!("no stock pika.conf for {bin}: set KVFERRY_TEST_PIKA_CONF=/path/to/pika/conf/pika.conf")
+        });
+    let stock = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let ours = [
+        ("port", port.to_string()),
+        ("db-path", format!("{d}/db/")),
+        ("log-path", format!("{d}/log/")),
+        ("dump-path", format!("{d}/dump/")),
+        ("db-sync-path", format!("{d}/dbsync/")),
+        ("pidfile", format!("{d}/pika.pid")),
+        ("daemonize", "no".into()),
+        ("databases", "8".into()),
+    ];
+    let key = |l: &str| l.split_once(':').map(|(k, _)| k.trim().to_string());
+    let mut text: String = stock
+        .lines()
+        .filter(|l| l.starts_with('#') || !key(l).is_some_and(|k| ours.iter().any(|(o, _)| *o == k)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for (k, v) in ours {
+        text.push_str(&format!("{k} : {v}\n"));
+    }
+    text
 }
 
 /// Gives the stream `key` a consumer group `g` read from the start, with its first entry pending

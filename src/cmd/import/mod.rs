@@ -22,7 +22,7 @@ use crate::format::snapshot::Snapshot;
 use crate::progress::{Mode, Progress};
 use crate::source::conn::{connect, describe, Server, ServerKind};
 use crate::source::throttle::Throttle;
-use crate::target::build::Dialect;
+use crate::target::build::{self, Dialect};
 use crate::target::cluster::SlotMap;
 use crate::target::lane::{Lane, LaneConf};
 use crate::target::track::Counts;
@@ -554,7 +554,16 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         Some((&probe, &server)),
         slots.is_some(),
     )?;
-    let dialect = Dialect::for_server(&server.kind, &server.version);
+    // Pika's expiry precision is asked of the server itself (a probe key, deleted at once); a
+    // dry run writes nothing, not even that.
+    let ms_expiry = match server.kind {
+        ServerKind::Pika(..) if !a.dry_run => {
+            let mut c = connect(&probe, Duration::from_secs(10))?;
+            build::ms_expiry(&mut c).with_context(|| format!("{}: probing its expiry precision", server.name))?
+        }
+        _ => true,
+    };
+    let dialect = Dialect::for_server(&server.kind, &server.version, ms_expiry);
     let state_dir = StateDir::new(a.state.clone().unwrap_or_else(|| {
         let safe: String = server
             .name

@@ -24,7 +24,9 @@ use crate::format::snapshot::Snapshot;
 use crate::format::KeyType;
 use crate::progress::{Mode, Progress, Task};
 use crate::source::conn::ServerKind;
-use crate::source::scan::key_json;
+use crate::source::drive::Lister;
+use crate::source::pika::RangeLister;
+use crate::source::scan::{key_json, ScanOptions};
 use crate::source::throttle::Throttle;
 use crate::target::lane::{Lane, LaneConf};
 use crate::target::probe::{self, Caps, Probe, ProbeState, Verdict};
@@ -430,14 +432,43 @@ fn xhash(name: &[u8]) -> u64 {
 }
 
 /// `--extra`: lists the destination's keys (every master of a cluster) and reports those whose
-/// names the snapshot does not have.
+/// names the snapshot does not have. Pika is listed with its range scans, as export lists it:
+/// its SCAN loses keys or loops forever on 3.5 once a stream exists (SERVERS.md).
 fn find_extra(
     dest: &Dest,
+    kind: &ServerKind,
     nodes: &[String],
     seen: &HashSet<u64>,
     results: &Mutex<Results>,
     shard: &str,
 ) -> anyhow::Result<()> {
+    let report = |k: &[u8], ty: &str| -> anyhow::Result<()> {
+        let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
+        r.add(shard, k, ty, "extra", "on the server, not in the snapshot")
+    };
+    if matches!(kind, ServerKind::Pika(..)) {
+        let opts = ScanOptions {
+            count: 1000,
+            pattern: (!dest.prefix.is_empty()).then(|| {
+                let mut p = String::from_utf8_lossy(&glob_escape(&dest.prefix)).into_owned();
+                p.push('*');
+                p
+            }),
+            ..ScanOptions::default()
+        };
+        let (mut lister, _) = RangeLister::new(kind, &opts, None)?;
+        let mut lane = Lane::open(&dest.lane)?;
+        while let Some(page) = lister
+            .next(lane.conn())
+            .with_context(|| format!("{}: listing keys", dest.describe))?
+        {
+            let ty = page.ty.map_or("", |t| t.name());
+            for k in page.keys.iter().filter(|k| !seen.contains(&xhash(k))) {
+                report(k, ty)?;
+            }
+        }
+        return Ok(());
+    }
     let confs: Vec<LaneConf> = if nodes.is_empty() {
         vec![dest.lane.clone()]
     } else {
@@ -467,8 +498,7 @@ fn find_extra(
                 .with_context(|| format!("{}: SCAN", dest.describe))?;
             for k in keys.into_iter().filter(|k| !seen.contains(&xhash(k))) {
                 let ty: String = redis::cmd("TYPE").arg(&k).query(conn).unwrap_or_default();
-                let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
-                r.add(shard, &k, &ty, "extra", "on the server, not in the snapshot")?;
+                report(&k, &ty)?;
             }
             if next == "0" {
                 break;
@@ -520,12 +550,16 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         .next()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let kind = target.server.kind.clone();
+    let pika = matches!(kind, ServerKind::Pika(..));
     let caps = Caps {
         multi: match target.server.kind {
             ServerKind::Pika(..) => false,
             ServerKind::Redis => major >= 7 || target.server.version.as_str() >= "6.2",
             _ => true,
         },
+        pttl_missing: !pika,
+        groups: !pika,
     };
     let report: Option<Box<dyn Write + Send>> = match &a.report {
         Some(p) => Some(Box::new(std::io::BufWriter::new(
@@ -596,7 +630,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 .iter()
                 .find(|d| &d.describe == describe)
                 .expect("BUG: a destination of a shard");
-            find_extra(d, &nodes, seen, &results, &snap.manifest.shards[shards[*n]].id)?;
+            find_extra(d, &kind, &nodes, seen, &results, &snap.manifest.shards[shards[*n]].id)?;
         }
     }
     let mut r = results.into_inner().unwrap_or_else(|e| e.into_inner());
