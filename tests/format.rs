@@ -635,6 +635,23 @@ fn full_disk_is_an_error() {
     );
 }
 
+/// After a write error, every later push and checkpoint returns the same error instead of
+/// panicking: a shard's second reader may still be writing when the first saw the disk fill
+/// (issue 11: `BUG: send after finish` with `--readers 2`).
+#[test]
+fn full_disk_stays_an_error_for_every_later_call() {
+    let f = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let mut w = ShardWriter::new(std::io::BufWriter::new(f), header(0), WriterOptions::default()).unwrap();
+    let v = vec![7u8; 3 << 20];
+    let full = |e: &FormatError| matches!(e, FormatError::Io { message, .. } if message.contains("No space left"));
+    w.push(&single(b"k", Value::String(&v))).unwrap(); // buffered: the thread writes it
+    let first = w.checkpoint().unwrap_err();
+    assert!(full(&first), "{first:?}");
+    assert_eq!(w.push(&single(b"later", Value::String(&v))).unwrap_err(), first);
+    assert_eq!(w.checkpoint().unwrap_err(), first);
+    assert_eq!(w.finish().map(|_| ()).unwrap_err(), first);
+}
+
 /// The wrong-file error names the file.
 #[test]
 fn errors_name_the_file() {

@@ -149,6 +149,9 @@ pub struct ShardWriter<W: Write + Send + 'static> {
     raw_shipped: u64,
     tx: Option<SyncSender<Msg>>,
     thread: Option<JoinHandle<Result<FinishedPart<W>, FormatError>>>,
+    /// The error that stopped the compression thread: every later call returns it again (a
+    /// second reader of the shard may still be writing when the first one saw it: issue 11).
+    failed: Option<FormatError>,
 }
 
 impl<W: Write + Send + 'static> ShardWriter<W> {
@@ -202,6 +205,7 @@ impl<W: Write + Send + 'static> ShardWriter<W> {
             raw_shipped: 0,
             tx: Some(tx),
             thread: Some(thread),
+            failed: None,
         })
     }
 
@@ -217,10 +221,7 @@ impl<W: Write + Send + 'static> ShardWriter<W> {
         self.send(Msg::Sync(ack_tx))?;
         match ack_rx.recv() {
             Ok(offset) => Ok(offset),
-            Err(_) => Err(self.join().err().unwrap_or_else(|| FormatError::Io {
-                offset: 0,
-                message: "compression thread stopped".into(),
-            })),
+            Err(_) => Err(self.stopped()),
         }
     }
 
@@ -301,15 +302,25 @@ impl<W: Write + Send + 'static> ShardWriter<W> {
     }
 
     fn send(&mut self, msg: Msg) -> Result<(), FormatError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
         let tx = self.tx.as_ref().expect("BUG: send after finish");
         if tx.send(msg).is_err() {
-            // The thread stopped: it returned an error, which join reports.
-            return Err(self.join().err().unwrap_or_else(|| FormatError::Io {
-                offset: 0,
-                message: "compression thread stopped".into(),
-            }));
+            return Err(self.stopped());
         }
         Ok(())
+    }
+
+    /// The compression thread stopped: the error it returned (which join reports), kept for
+    /// every later call.
+    fn stopped(&mut self) -> FormatError {
+        let e = self.join().err().unwrap_or_else(|| FormatError::Io {
+            offset: 0,
+            message: "compression thread stopped".into(),
+        });
+        self.failed = Some(e.clone());
+        e
     }
 
     fn join(&mut self) -> Result<FinishedPart<W>, FormatError> {
@@ -320,10 +331,10 @@ impl<W: Write + Send + 'static> ShardWriter<W> {
                 offset: 0,
                 message: "compression thread panicked".into(),
             }),
-            None => Err(FormatError::Io {
+            None => Err(self.failed.clone().unwrap_or_else(|| FormatError::Io {
                 offset: 0,
                 message: "writer already finished".into(),
-            }),
+            })),
         }
     }
 
