@@ -142,6 +142,15 @@ struct Inner {
 }
 
 impl Inner {
+    fn println(&self, line: &str) {
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+
     fn view(&self) -> View {
         let now = self.t0.elapsed().as_millis() as u64;
         let tasks: Vec<TaskView> = self.tasks.iter().map(|t| t.view(now)).collect();
@@ -219,12 +228,13 @@ impl Progress {
 
     /// Prints a line on stderr without breaking the bars.
     pub fn println(&self, line: &str) {
-        match &self.inner.multi {
-            Some(m) => {
-                let _ = m.println(line);
-            }
-            None => eprintln!("{line}"),
-        }
+        self.inner.println(line)
+    }
+
+    /// A printer of lines like [`Progress::println`], for threads that outlive a borrow of it.
+    pub fn printer(&self) -> Arc<dyn Fn(&str) + Send + Sync> {
+        let inner = self.inner.clone();
+        Arc::new(move |line: &str| inner.println(line))
     }
 
     /// Stops the reporter after a last report.

@@ -12,8 +12,10 @@ use std::path::Path;
 
 use redis::Commands;
 use serde_json::Value as J;
-use support::{kvferry, text, Server};
+use support::{kvferry, text, Kind, Server};
 
+/// Pika has no consumer groups: there the stream has none, and a change of its entries stands in
+/// for a group moved back.
 fn populate(s: &Server) {
     let mut c = s.conn();
     let _: () = c.set("str", "hello").unwrap();
@@ -42,7 +44,9 @@ fn populate(s: &Server) {
         .arg("v")
         .query(&mut c)
         .unwrap();
-    support::group_with_a_pending_entry(&mut c, "stream");
+    if s.kind != Kind::Pika {
+        support::group_with_a_pending_entry(&mut c, "stream");
+    }
     for chunk in (0..1_000_000).collect::<Vec<u32>>().chunks(50_000) {
         let items: Vec<String> = chunk.iter().map(|i| format!("e{i}")).collect();
         let _: () = c.rpush("biglist", items).unwrap();
@@ -125,13 +129,23 @@ fn verify_finds_each_kind_of_difference_and_names_the_key() {
     let _: () = c.set("retyped", "m").unwrap();
     let _: () = c.set("extra", "not in the snapshot").unwrap();
     let _: () = c.lset("biglist", 765_432, "changed").unwrap();
-    let _: () = redis::cmd("XGROUP")
-        .arg("SETID")
-        .arg("stream")
-        .arg("g")
-        .arg("0")
-        .query(&mut c)
-        .unwrap();
+    if s.kind == Kind::Pika {
+        let _: String = redis::cmd("XADD")
+            .arg("stream")
+            .arg("2-1")
+            .arg("f")
+            .arg("later")
+            .query(&mut c)
+            .unwrap();
+    } else {
+        let _: () = redis::cmd("XGROUP")
+            .arg("SETID")
+            .arg("stream")
+            .arg("g")
+            .arg("0")
+            .query(&mut c)
+            .unwrap();
+    }
 
     let o = verify(&["--extra"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -174,10 +188,12 @@ fn verify_finds_each_kind_of_difference_and_names_the_key() {
     let big = detail("biglist");
     assert!(big.contains("element 765432"), "{big}");
     let stream = detail("stream");
-    assert!(
-        stream.contains("group \"g\": last delivered id 1-1 expected, found \"0-0\""),
-        "{stream}"
-    );
+    let want = if s.kind == Kind::Pika {
+        "XLEN is 2, expected 1"
+    } else {
+        "group \"g\": last delivered id 1-1 expected, found \"0-0\""
+    };
+    assert!(stream.contains(want), "{stream}");
     let zneg = detail("zneg");
     assert!(zneg.contains("score 0.0 expected, found -0"), "{zneg}");
 

@@ -13,8 +13,18 @@ use crate::endpoint::Endpoint;
 /// How long to keep trying to reconnect before giving up.
 const PATIENCE: Duration = Duration::from_secs(120);
 
+/// Where a link says that it is waiting for its server (the progress display's line printer).
+pub type Notify = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+/// How often a link still waiting for its server says so again.
+const NOTIFY_EVERY: Duration = Duration::from_secs(10);
+
 pub struct Link {
     endpoint: Endpoint,
+    /// Told when the server does not answer a reconnection at once, and every 10 s after, so
+    /// that an operator sees which server is gone, since when, and when the export gives up
+    /// (issue 11: a dead source showed only `0/3000 keys` for two minutes).
+    notify: Option<Notify>,
     pub server: Server,
     conn: redis::Connection,
     run_id: Option<String>,
@@ -75,6 +85,7 @@ impl Link {
         let run_id = run_id(&mut conn);
         Ok(Link {
             endpoint: endpoint.clone(),
+            notify: None,
             server,
             conn,
             run_id,
@@ -83,9 +94,15 @@ impl Link {
         })
     }
 
+    /// Says where to tell that the server does not answer (every link made from this one too).
+    pub fn with_notify(mut self, notify: Option<Notify>) -> Link {
+        self.notify = notify;
+        self
+    }
+
     /// Another connection to the same server, on the same database.
     pub fn another(&self) -> anyhow::Result<Link> {
-        let mut l = Link::open(&self.endpoint)?;
+        let mut l = Link::open(&self.endpoint)?.with_notify(self.notify.clone());
         if let Some(db) = self.db {
             l.select(db)?;
         }
@@ -121,7 +138,9 @@ impl Link {
     /// (its run_id changed, or it has none to compare), so positions held on it are void.
     pub fn recover(&mut self) -> anyhow::Result<bool> {
         let started = Instant::now();
+        let lost_at = crate::util::now_ms();
         let mut delay = Duration::from_millis(100);
+        let mut told: Option<Instant> = None;
         loop {
             match connect(&self.endpoint, Duration::from_secs(5)) {
                 Ok(mut conn) => {
@@ -133,6 +152,14 @@ impl Link {
                     if let Some(db) = self.db {
                         self.select(db)?;
                     }
+                    if let (Some(n), Some(_)) = (&self.notify, told) {
+                        n(&format!(
+                            "{}: reconnected after {} s{}",
+                            self.server.name,
+                            started.elapsed().as_secs(),
+                            if restarted { " (the server restarted)" } else { "" }
+                        ));
+                    }
                     return Ok(restarted);
                 }
                 Err(e) if started.elapsed() + delay > PATIENCE => {
@@ -142,7 +169,21 @@ impl Link {
                         PATIENCE.as_secs()
                     ));
                 }
-                Err(_) => {
+                Err(e) => {
+                    if let Some(n) = &self.notify {
+                        if told.is_none_or(|t| t.elapsed() >= NOTIFY_EVERY) {
+                            n(&format!(
+                                "{}: no connection since {} ({} s): {e:#}; next try in {:.1} s, giving up at {} (in {} s)",
+                                self.server.name,
+                                crate::util::iso_utc(lost_at),
+                                started.elapsed().as_secs(),
+                                delay.as_secs_f64(),
+                                crate::util::iso_utc(lost_at + PATIENCE.as_millis() as u64),
+                                PATIENCE.saturating_sub(started.elapsed()).as_secs()
+                            ));
+                            told = Some(Instant::now());
+                        }
+                    }
                     std::thread::sleep(delay); // backoff between attempts
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }

@@ -235,6 +235,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let snap = SnapshotOptions::default();
     let throttle = Throttle::new(a.max_ops_per_sec);
     let stop = AtomicBool::new(false);
+    let progress = Progress::start(a.progress, run.shards.iter().map(|s| s.id.clone()).collect());
     let ctx = shard::Ctx {
         dir: &a.out,
         endpoints: &endpoints,
@@ -244,8 +245,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         throttle: &throttle,
         stop: &stop,
         checkpoint_every: Duration::from_secs_f64(a.checkpoint_secs.max(0.0)),
+        notify: Some(progress.printer()),
     };
-    let progress = Progress::start(a.progress, run.shards.iter().map(|s| s.id.clone()).collect());
     let results = run_shards(&ctx, &run.shards, a.parallel as usize, &progress);
     progress.stop();
     let mut entries = Vec::new();

@@ -29,6 +29,8 @@ pub struct Ctx<'a> {
     pub stop: &'a AtomicBool,
     /// Checkpoint at the first page end after this much time since the last checkpoint.
     pub checkpoint_every: Duration,
+    /// Where links say that their server does not answer.
+    pub notify: Option<crate::source::link::Notify>,
 }
 
 /// The error a shard stops with when another one failed.
@@ -154,7 +156,7 @@ pub fn run(ctx: &Ctx, plan: &PlannedShard, task: &Task) -> anyhow::Result<(Shard
         };
         return Ok((entry.clone(), report));
     }
-    let mut link = Link::open(endpoint)?;
+    let mut link = Link::open(endpoint)?.with_notify(ctx.notify.clone());
     let spec = ShardSpec {
         id: plan.id.clone(),
         source: link.server.name.clone(),
