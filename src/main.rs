@@ -2,6 +2,12 @@
 //! 0 ok, 1 a check found problems (or `verify` found differences), 2 error.
 
 fn main() {
+    // Snapshots, manifests, checkpoints, reports and RESP files hold production data: every file
+    // kvferry creates is 0600 and every directory 0700, whatever the umask was (issue 11).
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     let code = match kvferry::cli::run() {
         Ok(code) => code,
         // `kvferry cat ... | head` closes the pipe early: that is success, not an error.

@@ -640,3 +640,53 @@ fn says_while_it_waits_for_a_source_that_went_away() {
     assert_eq!(status.code(), Some(0));
     assert_eq!(keys(out.to_str().unwrap()).len(), 5000);
 }
+
+/// Every file kvferry writes (shard files, MANIFEST.json, checkpoints, import state, reports,
+/// RESP output) is 0600 and every directory it makes 0700, even under `umask 000` (issue 11).
+#[test]
+fn everything_written_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Server::start(support::Kind::Redis, &[]);
+    populate(&s);
+    let t = Server::start(support::Kind::Redis, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let (snap, state) = (p("out/snap"), p("state/import"));
+    let bin = env!("CARGO_BIN_EXE_kvferry");
+    let open = |args: &str| {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask 000; exec {bin} {args}"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    open(&format!(
+        "export --source {} --db 0,3 --out {snap} --report {}",
+        s.url(),
+        p("export.json")
+    ));
+    open(&format!(
+        "import {snap} --target {} --db-map 0=0,3=3 --state {state} --report {}",
+        t.url(),
+        p("import.json")
+    ));
+    open(&format!("import {snap} --resp {} --db-map 0=0,3=3", p("out.resp")));
+    let mut seen = 0;
+    let mut stack = vec![dir.path().join("out"), dir.path().join("state")];
+    for f in ["export.json", "import.json", "out.resp"] {
+        stack.push(dir.path().join(f));
+    }
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 6, "shard files, manifest, state and reports: {seen} files");
+}
