@@ -145,3 +145,24 @@ fn help_has_examples() {
         assert!(stdout(&o).contains("Examples:"), "{cmd} --help");
     }
 }
+
+/// A rate of 0 or below is refused by every command that takes one, naming the value, before
+/// anything connects (issue 11: 0 ran unthrottled, -5 was "an unexpected argument").
+#[test]
+fn a_rate_limit_must_be_positive() {
+    for cmd in [
+        &["export", "--source", "redis://127.0.0.1:1", "--out", "/nonexistent/x"][..],
+        &["import", "fixtures/good/all-types", "--target", "redis://127.0.0.1:1"],
+        &["verify", "fixtures/good/all-types", "--target", "redis://127.0.0.1:1"],
+    ] {
+        for (rate, says) in [("0", "0 is not in 1.."), ("-5", "invalid value '-5'")] {
+            let o = kvferry(&[cmd, &["--max-ops-per-sec", rate]].concat());
+            assert_eq!(o.status.code(), Some(2), "{cmd:?} {rate}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                err.contains(says) && err.contains("--max-ops-per-sec"),
+                "{cmd:?} {rate}: {err}"
+            );
+        }
+    }
+}

@@ -10,8 +10,14 @@ pub mod verify;
 use crate::source::scan::Problem;
 
 /// Writes the first keys of `list` to a summary as `  WHAT KEY: REASON`, and how many more the
-/// `--report` holds: a summary stays readable with a million listed keys.
-pub(crate) fn list_keys(out: &mut dyn std::io::Write, what: &str, list: &[Problem]) -> std::io::Result<()> {
+/// `--report` holds (or would hold, without one): a summary stays readable with a million
+/// listed keys.
+pub(crate) fn list_keys(
+    out: &mut dyn std::io::Write,
+    what: &str,
+    list: &[Problem],
+    report: bool,
+) -> std::io::Result<()> {
     const SHOWN: usize = 20;
     for p in list.iter().take(SHOWN) {
         writeln!(out, "  {what} {}: {}", p.key, p.reason)?;
@@ -19,9 +25,19 @@ pub(crate) fn list_keys(out: &mut dyn std::io::Write, what: &str, list: &[Proble
     if list.len() > SHOWN {
         writeln!(
             out,
-            "  ... and {} more {what} keys (all in --report)",
-            list.len() - SHOWN
+            "  ... and {} more {what} keys {}",
+            list.len() - SHOWN,
+            rest(report)
         )?;
     }
     Ok(())
+}
+
+/// Where the rest of a list shown in part is.
+pub(crate) fn rest(report: bool) -> &'static str {
+    if report {
+        "(all in the --report file)"
+    } else {
+        "(give --report FILE to list them all)"
+    }
 }

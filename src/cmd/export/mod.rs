@@ -51,7 +51,7 @@ pub struct Args {
     pub skip_unknown_types: bool,
     /// Send at most this many commands per second to the sources (all shards together), so the
     /// export can run beside production traffic.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_ops_per_sec: Option<u64>,
     /// Shards exported at the same time, each on its own connection.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -281,7 +281,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         &Manifest::new(run.created_unix_ms, snap.writer_name.clone(), entries),
     )?;
     state::remove(&a.out, &run);
-    print_summary(&reports)?;
+    print_summary(&reports, a.report.is_some())?;
     if let Some(path) = &a.report {
         let failed: Vec<_> = reports
             .iter()
@@ -340,7 +340,7 @@ fn run_shards(ctx: &shard::Ctx, shards: &[PlannedShard], parallel: usize, progre
         .collect()
 }
 
-fn print_summary(reports: &[ShardReport]) -> std::io::Result<()> {
+fn print_summary(reports: &[ShardReport], report: bool) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     let (mut keys, mut failed) = (0u64, 0usize);
     for r in reports {
@@ -379,7 +379,7 @@ fn print_summary(reports: &[ShardReport]) -> std::io::Result<()> {
             )?;
         }
         for (what, list) in [("multi-type", &d.multi_type), ("Pika HyperLogLog", &d.pika_hll)] {
-            crate::cmd::list_keys(&mut out, what, list)?;
+            crate::cmd::list_keys(&mut out, what, list, report)?;
         }
     }
     writeln!(out, "total: {keys} keys in {} shards, {failed} failed", reports.len())?;

@@ -74,7 +74,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub pipeline: u32,
     /// Send at most this many commands per second (all connections together).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_ops_per_sec: Option<u64>,
     /// Continue an interrupted import from its checkpoints; give the same options.
     #[arg(long)]
@@ -746,7 +746,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         }
     }
     progress.stop();
-    let failed = summary(&snap, &outcomes, &lost_files)?;
+    let failed = summary(&snap, &outcomes, &lost_files, a.report.is_some())?;
     if let Some(path) = &a.report {
         report(path, &snap, &server.name, &outcomes, error.as_ref())?;
     }
@@ -827,7 +827,7 @@ fn run_resp(a: &Args, snap: &Snapshot, shards: &[usize], path: &std::path::Path)
         .flush()
         .context("--resp: cannot write")?;
     if path.as_os_str() != "-" {
-        summary(snap, &outcomes, &[])?;
+        summary(snap, &outcomes, &[], a.report.is_some())?;
     }
     Ok(0)
 }
@@ -842,7 +842,12 @@ fn types(m: &BTreeMap<String, u64>) -> String {
 }
 
 /// Prints the summary; returns the number of failed keys (and lost blocks).
-fn summary(snap: &Snapshot, outcomes: &[(usize, &Dest, ShardOutcome)], lost_files: &[String]) -> anyhow::Result<u64> {
+fn summary(
+    snap: &Snapshot,
+    outcomes: &[(usize, &Dest, ShardOutcome)],
+    lost_files: &[String],
+    report: bool,
+) -> anyhow::Result<u64> {
     let mut out = std::io::stdout().lock();
     let mut total = Counts::default();
     let mut bad = 0u64;
@@ -892,7 +897,7 @@ fn summary(snap: &Snapshot, outcomes: &[(usize, &Dest, ShardOutcome)], lost_file
             ("Pika HyperLogLog", &c.pika_hll),
             ("skipped", &c.skipped_keys),
         ] {
-            crate::cmd::list_keys(&mut out, what, list)?;
+            crate::cmd::list_keys(&mut out, what, list, report)?;
         }
         for l in &o.lost {
             writeln!(out, "  LOST {l}")?;

@@ -65,7 +65,7 @@ pub struct Args {
     #[arg(long)]
     pub extra: bool,
     /// Send at most this many commands per second.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_ops_per_sec: Option<u64>,
     /// Write every difference as a JSON line to this file.
     #[arg(long)]
@@ -658,8 +658,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if r.differences > r.shown.len() as u64 {
         writeln!(
             out,
-            "  ... and {} more (all in --report)",
-            r.differences - r.shown.len() as u64
+            "  ... and {} more {}",
+            r.differences - r.shown.len() as u64,
+            crate::cmd::rest(r.report.is_some())
         )?;
     }
     let checked: u64 = r
