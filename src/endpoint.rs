@@ -100,6 +100,9 @@ impl ConnectArgs {
     /// The endpoints for `urls`, with these options applied; checks what can be checked before
     /// connecting (files readable, TLS options only with rediss:// URLs).
     pub fn endpoints(&self, urls: &[String]) -> anyhow::Result<Vec<Endpoint>> {
+        for u in urls {
+            check_no_database(u)?;
+        }
         let password = self.password()?;
         let tls_asked = self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_insecure;
         if tls_asked && !urls.iter().any(|u| u.starts_with("rediss://")) {
@@ -128,6 +131,22 @@ impl ConnectArgs {
                 tls: tls.clone(),
             })
             .collect())
+    }
+}
+
+/// Refuses a URL that names a database (`redis://host:port/5`): the databases a command reads
+/// or writes come from its options, and a database in the URL would be ignored silently or
+/// fight them (issue 11: `--target redis://h:p/5` wrote into db 0).
+fn check_no_database(url: &str) -> anyhow::Result<()> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    match host.split_once('/') {
+        Some((_, db)) if !db.is_empty() => bail!(
+            "{}: kvferry does not take a database from the URL (here {db:?}); give the server as {} and choose databases with --db (export) or map them with --db-map SRC=DST (import, verify)",
+            redact(url),
+            redact(url).trim_end_matches(db).trim_end_matches('/')
+        ),
+        _ => Ok(()),
     }
 }
 
@@ -243,6 +262,26 @@ mod tests {
         std::env::remove_var("KVFERRY_UNIT_TEST_PW");
         let err = args.endpoints(&[]).unwrap_err().to_string();
         assert_eq!(err, "--password-env KVFERRY_UNIT_TEST_PW: the variable is not set");
+    }
+
+    #[test]
+    fn a_database_in_the_url_is_refused() {
+        let args = ConnectArgs::default();
+        let err = args
+            .endpoints(&["redis://:pw@h:6379/5".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("redis://h:6379/5: kvferry does not take a database"),
+            "{err}"
+        );
+        assert!(
+            err.contains("give the server as redis://h:6379 ") && !err.contains("pw"),
+            "{err}"
+        );
+        for ok in ["redis://h:6379", "redis://h:6379/", "rediss://u:p@h:1"] {
+            assert!(args.endpoints(&[ok.into()]).is_ok(), "{ok}");
+        }
     }
 
     #[test]
