@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cmd;
 pub mod endpoint;
 pub mod format;
+pub mod interrupt;
 pub mod progress;
 pub mod source;
 pub mod target;

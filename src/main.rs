@@ -8,6 +8,7 @@ fn main() {
     unsafe {
         libc::umask(0o077);
     }
+    kvferry::interrupt::install();
     let code = match kvferry::cli::run() {
         Ok(code) => code,
         // `kvferry cat ... | head` closes the pipe early: that is success, not an error.

@@ -379,6 +379,11 @@ fn continues_after_the_source_restarts() {
     // just reconnect (the data survived, appendfsync always).
     assert!(shard["rescans"].as_u64().unwrap() <= 1, "{shard}");
     assert_eq!(shard["keys_by_type"]["string"], 5000, "each key counted once: {shard}");
+    let m: J = serde_json::from_slice(&std::fs::read(out.join("MANIFEST.json")).unwrap()).unwrap();
+    assert_eq!(
+        m["totals"]["keys"], 5000,
+        "each key written once: a rescan starts the file over"
+    );
 }
 
 /// Polls until `cond` holds, for at most 20 s.
@@ -689,4 +694,71 @@ fn everything_written_is_private() {
         }
     }
     assert!(seen >= 6, "shard files, manifest, state and reports: {seen} files");
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM stops an export cleanly: it checkpoints, says what was done and
+/// the command that continues it (without the password), and exits 130; that command finishes
+/// the snapshot with every key exactly once (issue 11).
+#[test]
+fn an_interrupted_export_says_how_to_resume() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let s = Server::start(support::Kind::Redis, &[("requirepass", "s3cret")]);
+        let url = format!("redis://:s3cret@127.0.0.1:{}", s.port);
+        let mut c = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+        let kv: Vec<(String, String)> = (0..6000).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+        let _: () = c.mset(&kv).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("snap");
+        let out_s = out.to_str().unwrap();
+        let args = [
+            "export",
+            "--source",
+            &url,
+            "--db",
+            "0",
+            "--out",
+            out_s,
+            "--progress",
+            "none",
+        ];
+        let child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+            .args(args)
+            .args(["--max-ops-per-sec", "4000"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for("the shard to start", || out.join("src0-db0.0000.kvf").exists());
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+        let o = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            o.status.code(),
+            Some(130),
+            "{stdout}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            stdout.contains("interrupted: 0 of 1 shards complete (0 keys in them)"),
+            "{stdout}"
+        );
+        let resume = stdout.lines().last().unwrap().trim();
+        assert!(resume.ends_with("--resume") && !resume.contains("s3cret"), "{resume}");
+        assert!(
+            resume.contains(&format!("redis://:PASSWORD@127.0.0.1:{}", s.port)),
+            "{resume}"
+        );
+        assert!(!out.join("MANIFEST.json").exists());
+        let o = kvferry(&[&args[..], &["--resume"]].concat());
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let m: J = serde_json::from_slice(&std::fs::read(out.join("MANIFEST.json")).unwrap()).unwrap();
+        assert_eq!(
+            m["totals"]["keys"],
+            6000,
+            "signal {signal}: {stdout}\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        assert_eq!(keys(out_s).len(), 6000);
+    }
 }

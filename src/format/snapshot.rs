@@ -526,6 +526,31 @@ impl ShardSink {
         Ok(sink)
     }
 
+    /// Forgets everything written: the shard is written again from its first record (its
+    /// enumeration started over, so every key will come again and none may be there twice).
+    /// Removes the part files.
+    pub fn start_over(&mut self) -> Result<(), ShardError> {
+        // Dropping the writer stops its thread; a block it still writes goes to a removed file.
+        (self.current, self.current_file) = (None, None);
+        self.parts.clear();
+        self.keys_by_type.clear();
+        self.multi_type_keys = 0;
+        for i in 0.. {
+            let path = self.path(i);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) => {
+                    return Err(ShardError {
+                        path,
+                        error: FormatError::io(0, &e),
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn path(&self, part: usize) -> PathBuf {
         self.dir.join(part_file_name(&self.spec.id, part))
     }

@@ -109,8 +109,10 @@ fn list(
     let mut listing = true;
     let mut timeouts = 0;
     loop {
+        // A checkpoint is due: hand out no more pages until the ones out are complete.
+        let draining = listing && outstanding > 0 && lock(out).checkpoint_due();
         let mut results = Vec::new();
-        if !listing && outstanding > 0 {
+        if (!listing || draining) && outstanding > 0 {
             results.push(done.recv().map_err(|_| anyhow::anyhow!("BUG: the readers stopped"))?);
         }
         results.extend(done.try_iter());
@@ -124,13 +126,14 @@ fn list(
         while let Some(d) = pending.remove(&next_merge) {
             report.reconnects += d.report.reconnects;
             report.merge(d.report);
-            lock(out).page(d.listed, &d.at, &report)?;
+            let quiet = next_merge + 1 == seq;
+            lock(out).page(d.listed, &d.at, &report, quiet)?;
             next_merge += 1;
         }
         if !listing && outstanding == 0 {
             return Ok(report);
         }
-        if !listing {
+        if !listing || draining {
             continue;
         }
         match lister.next(&mut link.conn(throttle)) {
@@ -151,7 +154,13 @@ fn list(
                 let restarted = link.recover()?;
                 report.reconnects += 1;
                 if lister.reconnected(restarted, link.run_id()) {
-                    // Start over: pages listed before no longer count.
+                    // Start over: pages listed before no longer count, and what they wrote
+                    // goes, once the pages still out are done (they write until then).
+                    while outstanding > 0 {
+                        done.recv().map_err(|_| anyhow::anyhow!("BUG: the readers stopped"))??;
+                        outstanding -= 1;
+                    }
+                    lock(out).start_over()?;
                     (epoch, next_merge) = (epoch + 1, seq);
                     pending.clear();
                     report = DbReport {

@@ -120,7 +120,15 @@ pub trait Out {
     /// Called from the reader threads, one key at a time.
     fn record(&mut self, r: &KeyRecord) -> anyhow::Result<()>;
     /// `keys`: keys listed on the page (exported, skipped or gone). `report`: all pages so far.
-    fn page(&mut self, keys: u64, next: &Position, report: &DbReport) -> anyhow::Result<()>;
+    /// `quiet`: every page listed so far is complete, so the records written are exactly those
+    /// of the pages up to `next`: the only moment a checkpoint is exact (a resume from it
+    /// writes no key twice, issue 11).
+    fn page(&mut self, keys: u64, next: &Position, report: &DbReport, quiet: bool) -> anyhow::Result<()>;
+    /// A checkpoint is wanted: the listing stops handing out pages until a quiet one.
+    fn checkpoint_due(&self) -> bool;
+    /// The enumeration starts over from the first key (the server restarted and its cursor is
+    /// void): forget every record written, so no key is in the shard twice.
+    fn start_over(&mut self) -> anyhow::Result<()>;
 }
 
 pub fn key_json(k: &[u8]) -> serde_json::Value {
@@ -167,12 +175,17 @@ pub fn export_db(
         ..opts.clone()
     };
     if matches!(kind, ServerKind::Pika(..)) && super::pika::has_range_scan(&mut link.conn(throttle)) {
+        if matches!(from, Some((Position::Scan { .. }, _))) {
+            out.start_over()?; // the lister starts over too
+        }
         let (mut lister, report) = super::pika::RangeLister::new(&kind, opts, from)?;
         return drive(link, throttle, db, opts, &mut lister, report, out);
     }
     let run_id = link.run_id().map(str::to_string);
-    let (report, cursor) = match from {
-        None => (DbReport::default(), b"0".to_vec()),
+    // A checkpoint is taken after a page, so a checkpointed cursor 0 is the end of the scan
+    // (SCAN's last reply), not its start: the listing is done.
+    let (report, cursor, done) = match from {
+        None => (DbReport::default(), b"0".to_vec(), false),
         Some((Position::Range { .. }, _)) => {
             return Err(anyhow!(
                 "the checkpoint was taken with Pika's range scans, which this server does not answer"
@@ -180,9 +193,11 @@ pub fn export_db(
         }
         Some((Position::Scan { cursor, run_id: was }, report)) => {
             if was.is_some() && was == run_id {
-                (report, cursor.into_bytes())
+                let done = cursor == "0";
+                (report, cursor.into_bytes(), done)
             } else {
-                (rescan(&report), b"0".to_vec())
+                out.start_over()?;
+                (rescan(&report), b"0".to_vec(), false)
             }
         }
     };
@@ -191,7 +206,7 @@ pub fn export_db(
         run_id,
         opts,
         pika: matches!(kind, ServerKind::Pika(..)),
-        done: false,
+        done,
     };
     drive(link, throttle, db, opts, &mut lister, report, out)
 }

@@ -16,6 +16,7 @@ use anyhow::{anyhow, bail, Context};
 use crate::endpoint::Endpoint;
 use crate::format::snapshot::{write_manifest, Manifest, SnapshotOptions};
 use crate::format::{consts::MANIFEST_NAME, KeyType};
+use crate::interrupt::Interrupted;
 use crate::progress::{Mode, Progress};
 use crate::source::conn::redact;
 use crate::source::link::Link;
@@ -258,7 +259,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 entries.push(e);
                 reports.push(rep);
             }
-            Err(e) if e.is::<Cancelled>() => {}
+            Err(e) if e.is::<Cancelled>() || e.is::<Interrupted>() => {}
             Err(e) => errors.push(format!(
                 "shard {} ({} db {}): {e:#}",
                 plan.id,
@@ -266,6 +267,20 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 plan.db
             )),
         }
+    }
+    if crate::interrupt::interrupted() && errors.is_empty() {
+        let keys: u64 = reports
+            .iter()
+            .map(|r| r.db_report.keys_by_type.values().sum::<u64>())
+            .sum();
+        println!(
+            "interrupted: {} of {} shards complete ({keys} keys in them); the others stopped at a checkpoint in {}.\nContinue with:\n  {}",
+            reports.len(),
+            run.shards.len(),
+            a.out.display(),
+            crate::interrupt::resume_command()
+        );
+        return Ok(crate::interrupt::EXIT_INTERRUPTED);
     }
     if !errors.is_empty() {
         for e in &errors[1..] {
@@ -314,14 +329,16 @@ fn run_shards(ctx: &shard::Ctx, shards: &[PlannedShard], parallel: usize, progre
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(plan) = shards.get(i) else { return };
                 let task = progress.task(i);
-                let r = if ctx.stop.load(Ordering::Relaxed) {
+                let r = if crate::interrupt::interrupted() {
+                    Err(Interrupted.into())
+                } else if ctx.stop.load(Ordering::Relaxed) {
                     Err(Cancelled.into())
                 } else {
                     shard::run(ctx, plan, &task)
                 };
                 if let Err(e) = &r {
                     task.finish(false);
-                    if !e.is::<Cancelled>() {
+                    if !e.is::<Cancelled>() && !e.is::<Interrupted>() {
                         ctx.stop.store(true, Ordering::Relaxed);
                         progress.println(&format!("error: shard {}: {e:#}", plan.id));
                     }

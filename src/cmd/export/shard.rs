@@ -76,7 +76,24 @@ impl Out for ShardOut<'_> {
         self.sink.push(r).map_err(|e| disk_error(e.into()))
     }
 
-    fn page(&mut self, keys: u64, next: &Position, report: &DbReport) -> anyhow::Result<()> {
+    fn start_over(&mut self) -> anyhow::Result<()> {
+        self.bytes = 0;
+        // The checkpoint names files that go now: a resume before the next one starts afresh.
+        let state = super::state::shard_state_path(self.ctx.dir, self.id);
+        match std::fs::remove_file(&state) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(anyhow::Error::new(e).context(format!("{}: cannot remove", state.display())))
+            }
+            _ => {}
+        }
+        self.sink.start_over().map_err(|e| disk_error(e.into()))
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        crate::interrupt::interrupted() || self.last_checkpoint.elapsed() >= self.ctx.checkpoint_every
+    }
+
+    fn page(&mut self, keys: u64, next: &Position, report: &DbReport, quiet: bool) -> anyhow::Result<()> {
         if report.rescans != self.rescans {
             // Scanning again from the start: count again from zero.
             self.rescans = report.rescans;
@@ -85,10 +102,15 @@ impl Out for ShardOut<'_> {
         } else {
             self.task.add(keys, std::mem::take(&mut self.bytes));
         }
-        if self.ctx.stop.load(Ordering::Relaxed) {
+        // Ctrl-C: checkpoint here, then stop (the run says how to resume).
+        let interrupted = crate::interrupt::interrupted();
+        if self.ctx.stop.load(Ordering::Relaxed) && !interrupted {
             return Err(Cancelled.into());
         }
-        if self.last_checkpoint.elapsed() >= self.ctx.checkpoint_every {
+        if !quiet {
+            return Ok(());
+        }
+        if self.checkpoint_due() {
             let sink = self.sink.checkpoint().map_err(|e| disk_error(e.into()))?;
             let state = ShardState {
                 sink,
@@ -100,6 +122,9 @@ impl Out for ShardOut<'_> {
             };
             state.write(self.ctx.dir, self.id).map_err(disk_error)?;
             self.last_checkpoint = Instant::now();
+        }
+        if interrupted {
+            return Err(crate::interrupt::Interrupted.into());
         }
         Ok(())
     }
