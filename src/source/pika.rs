@@ -139,12 +139,14 @@ impl<'o> RangeLister<'o> {
         })
     }
 
-    /// Streams: `KEYS pattern stream`, handed out in pages. Servers without streams (before
-    /// 3.5.3) reject the type: then there are none. A resume lists them all again.
+    /// Streams: `KEYS pattern stream`, sorted and handed out in pages. Servers without streams
+    /// (before 3.5.3) reject the type: then there are none. In this pass the position is the
+    /// last stream handed out, so a resume lists them again and skips those up to it: no stream
+    /// is exported twice.
     fn stream_page(&mut self, conn: &mut dyn ConnectionLike) -> anyhow::Result<Page> {
         if self.streams.is_none() {
             let pattern = self.opts.pattern.as_deref().unwrap_or("*");
-            let keys: Vec<Vec<u8>> = match redis::cmd("KEYS").arg(pattern).arg("stream").query(conn) {
+            let mut keys: Vec<Vec<u8>> = match redis::cmd("KEYS").arg(pattern).arg("stream").query(conn) {
                 Ok(k) => k,
                 Err(e)
                     if e.kind() == redis::ErrorKind::ResponseError
@@ -154,12 +156,17 @@ impl<'o> RangeLister<'o> {
                 }
                 Err(e) => return Err(e).context("KEYS * stream"),
             };
+            keys.sort_unstable();
+            keys.dedup();
+            keys.retain(|k| self.start.is_empty() || *k > self.start);
             self.streams = Some(keys.into_iter());
         }
         let it = self.streams.as_mut().expect("BUG: listed above");
         let keys: Vec<Vec<u8>> = it.by_ref().take(self.opts.count.max(1)).collect();
         if it.len() == 0 {
-            (self.pass, self.streams) = (self.pass + 1, None);
+            (self.pass, self.start, self.streams) = (self.pass + 1, Vec::new(), None);
+        } else if let Some(last) = keys.last() {
+            self.start = last.clone();
         }
         let listed = keys.len() as u64;
         let (keys, filtered) = filter(keys, self.opts, true);
@@ -168,11 +175,7 @@ impl<'o> RangeLister<'o> {
             ty: Some(KeyType::Stream),
             listed,
             filtered,
-            // Within the stream pass, a resume lists the streams again from the first.
-            at: Position::Range {
-                pass: self.pass,
-                start: String::new(),
-            },
+            at: self.position(),
         })
     }
 }
