@@ -4,7 +4,7 @@
 //! after a key's last part. Every command is packed as RESP here, off the network threads.
 
 use super::resp::{self, bulk, bulk_len, header};
-use crate::format::record::{KeyRecord, StreamId, Value};
+use crate::format::record::{KeyRecord, StreamEntry, StreamId, StreamMeta, Value};
 use crate::source::conn::ServerKind;
 
 /// How the target sets an expiry.
@@ -98,6 +98,9 @@ pub enum Op {
     Push(u32),
     /// XADD with an explicit id, or XGROUP CREATE: run twice, the second fails harmlessly.
     OnceOnly,
+    /// XCLAIM ... FORCE JUSTID of one pending id whose message may be gone: an empty reply
+    /// means the target kept no pending entry, which fails the key by name (issue 11).
+    Claim,
 }
 
 /// One packed write command.
@@ -141,6 +144,8 @@ pub struct KeyState {
     pub string_offset: u64,
     /// Stream entries written so far.
     pub stream_entries: u64,
+    /// The greatest entry id written so far.
+    pub stream_top: Option<StreamId>,
 }
 
 /// Appends commands with a growing argument list, cutting them at the chunk limits.
@@ -305,22 +310,26 @@ pub fn part(
             }
         }
         Value::Stream { entries, meta } => {
+            // Pending entries whose messages were deleted at the source: a target keeps a
+            // pending entry only for a message in the stream, so placeholders go in at their ids
+            // (in order among the entries), are claimed, and are deleted again (stream_meta).
+            let holes = meta
+                .as_ref()
+                .map_or_else(Vec::new, |m| holes(m, entries, st.stream_top));
+            let mut h = holes.iter().peekable();
             for e in entries {
-                let idb = id(e.id);
-                let mut bytes = Vec::new();
-                header(&mut bytes, 3 + 2 * e.fields.len());
-                for a in [b"XADD".as_slice(), name, &idb] {
-                    bulk(&mut bytes, a);
+                while let Some(p) = h.next_if(|p| **p < e.id) {
+                    xadd(out, name, *p, &[(PLACEHOLDER, b"1")]);
                 }
-                for (f, v) in &e.fields {
-                    bulk(&mut bytes, f);
-                    bulk(&mut bytes, v);
-                }
-                out.push(WCmd::new(bytes, Op::OnceOnly, "XADD"));
+                xadd(out, name, e.id, &e.fields);
+            }
+            for p in h {
+                xadd(out, name, *p, &[(PLACEHOLDER, b"1")]);
             }
             st.stream_entries += entries.len() as u64;
+            st.stream_top = entries.last().map(|e| e.id).or(st.stream_top);
             if let Some(m) = meta {
-                stream_meta(d, name, m, st, now_ms, out);
+                stream_meta(d, name, m, entries, &holes, st, now_ms, out);
             }
         }
     }
@@ -331,16 +340,54 @@ pub fn part(
     }
 }
 
+/// The field of a placeholder entry, which holds a deleted message's place while its pending
+/// entry is claimed; it is deleted at once.
+const PLACEHOLDER: &[u8] = b"kvferry-placeholder";
+
+fn xadd(out: &mut Vec<WCmd>, name: &[u8], entry: StreamId, fields: &[(&[u8], &[u8])]) {
+    let idb = id(entry);
+    let mut bytes = Vec::new();
+    header(&mut bytes, 3 + 2 * fields.len());
+    for a in [b"XADD".as_slice(), name, &idb] {
+        bulk(&mut bytes, a);
+    }
+    for (f, v) in fields {
+        bulk(&mut bytes, f);
+        bulk(&mut bytes, v);
+    }
+    out.push(WCmd::new(bytes, Op::OnceOnly, "XADD"));
+}
+
+/// The pending ids of the stream's groups that are neither among this (last) part's entries nor
+/// at or below the entries written before it: their messages were deleted at the source. In id
+/// order, each once. (One at or below an earlier part's entries may be there or not: its XCLAIM
+/// says, `Op::Claim`.)
+fn holes(m: &StreamMeta, entries: &[StreamEntry], top: Option<StreamId>) -> Vec<StreamId> {
+    let mut ids: Vec<StreamId> = m
+        .groups
+        .iter()
+        .flat_map(|g| g.pending.iter().map(|p| p.id))
+        .filter(|p| top.is_none_or(|t| *p > t))
+        .filter(|p| entries.binary_search_by(|e| e.id.cmp(p)).is_err())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+#[allow(clippy::too_many_arguments)]
 fn stream_meta(
     d: &Dialect,
     name: &[u8],
-    m: &crate::format::record::StreamMeta,
+    m: &StreamMeta,
+    entries: &[StreamEntry],
+    holes: &[StreamId],
     st: &KeyState,
     now_ms: u64,
     out: &mut Vec<WCmd>,
 ) {
     let last = id(m.last_id);
-    if st.stream_entries == 0 {
+    if st.stream_entries == 0 && holes.is_empty() {
         // XADD creates a stream; MAXLEN 0 leaves it empty, as it was (Kvrocks and Redis keep
         // empty streams). The id must be above 0-0.
         let first = if m.last_id == (StreamId { ms: 0, seq: 0 }) {
@@ -355,21 +402,6 @@ fn stream_meta(
             &[b"XADD", name, b"MAXLEN", b"0", &first, b"_", b"_"],
         );
     }
-    let mut args: Vec<Vec<u8>> = vec![b"XSETID".to_vec(), name.to_vec(), last];
-    if d.stream_v7 {
-        if let Some(n) = m.entries_added {
-            args.extend([b"ENTRIESADDED".to_vec(), n.to_string().into_bytes()]);
-        }
-        if let Some(mx) = m.max_deleted_id {
-            args.extend([b"MAXDELETEDID".to_vec(), id(mx)]);
-        }
-    }
-    cmd(
-        out,
-        Op::Idempotent,
-        "XSETID",
-        &args.iter().map(Vec::as_slice).collect::<Vec<_>>(),
-    );
     for g in &m.groups {
         let mut args: Vec<Vec<u8>> = vec![
             b"XGROUP".to_vec(),
@@ -396,13 +428,14 @@ fn stream_meta(
             );
         }
         // Pending entries: XCLAIM ... FORCE puts an id into a consumer's pending list with its
-        // idle time and delivery count.
+        // idle time and delivery count, if its message is in the stream.
         for p in &g.pending {
             let idle = now_ms.saturating_sub(p.delivery_time_ms).to_string();
             let count = p.delivery_count.to_string();
+            let known = holes.binary_search(&p.id).is_ok() || entries.binary_search_by(|e| e.id.cmp(&p.id)).is_ok();
             cmd(
                 out,
-                Op::Idempotent,
+                if known { Op::Idempotent } else { Op::Claim },
                 "XCLAIM",
                 &[
                     b"XCLAIM",
@@ -421,6 +454,28 @@ fn stream_meta(
             );
         }
     }
+    if !holes.is_empty() {
+        let ids: Vec<Vec<u8>> = holes.iter().map(|h| id(*h)).collect();
+        let mut args: Vec<&[u8]> = vec![b"XDEL", name];
+        args.extend(ids.iter().map(Vec::as_slice));
+        cmd(out, Op::Idempotent, "XDEL", &args);
+    }
+    // Last: XADD and XDEL of placeholders moved the counters that XSETID now sets.
+    let mut args: Vec<Vec<u8>> = vec![b"XSETID".to_vec(), name.to_vec(), last];
+    if d.stream_v7 {
+        if let Some(n) = m.entries_added {
+            args.extend([b"ENTRIESADDED".to_vec(), n.to_string().into_bytes()]);
+        }
+        if let Some(mx) = m.max_deleted_id {
+            args.extend([b"MAXDELETEDID".to_vec(), id(mx)]);
+        }
+    }
+    cmd(
+        out,
+        Op::Idempotent,
+        "XSETID",
+        &args.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+    );
 }
 
 /// The expiry command for a key that expires at `at` (unix ms). Never a non-positive expiry

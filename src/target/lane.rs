@@ -817,6 +817,21 @@ impl Lane {
                 }
                 it.key.fail(why);
             }
+            // XCLAIM ... JUSTID answers the ids it claimed: none, when the message is not in
+            // the stream, and the target then keeps no pending entry for it.
+            Value::Array(claimed) if it.cmd.op == Op::Claim && claimed.is_empty() => {
+                let args = super::resp::args(it.cmd.packed());
+                let arg = |i: usize| {
+                    args.get(i)
+                        .map_or_else(String::new, |a| format!("{:?}", crate::format::record::Lossy(a)))
+                };
+                it.key.fail(format!(
+                    "XCLAIM: the pending entry {} of group {} (consumer {}) was not kept: its message was deleted at the source, and the target keeps pending entries only for messages in the stream",
+                    arg(5),
+                    arg(2),
+                    arg(3)
+                ));
+            }
             _ => {
                 if let Op::Push(n) = it.cmd.op {
                     it.key.pushed.fetch_add(n as u64, Relaxed);

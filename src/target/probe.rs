@@ -628,7 +628,8 @@ pub fn judge(e: &Expect, v: &Value, now_ms: u64, tolerance_ms: u64) -> Verdict {
                 for (what, n) in [("consumers", w.consumers), ("pending", w.pending)] {
                     let got = int(field(g, what));
                     if got != Some(n) {
-                        return wrong(format!("group {group}: {n} {what} expected, found {got:?}"));
+                        let got = got.map_or_else(|| "none".to_string(), |g| g.to_string());
+                        return wrong(format!("group {group}: {n} {what} expected, found {got}"));
                     }
                 }
             }
@@ -657,7 +658,16 @@ pub fn judge(e: &Expect, v: &Value, now_ms: u64, tolerance_ms: u64) -> Verdict {
                         show(group),
                         show_id(*wid),
                         show(consumer),
-                        if e.is_empty() { "none".into() } else { format!("{e:?}") }
+                        if e.is_empty() {
+                            "none".into()
+                        } else {
+                            format!(
+                                "{} of {} delivered {} times",
+                                shown(e.first()),
+                                shown(e.get(1)),
+                                int(e.get(3)).map_or_else(|| "?".into(), |n| n.to_string())
+                            )
+                        }
                     ));
                 }
             }
@@ -672,9 +682,10 @@ fn show_id(i: StreamId) -> String {
 
 /// A reply value as an operator reads it.
 fn shown(v: Option<&Value>) -> String {
-    match v.and_then(bytes) {
-        Some(b) => show(b),
-        None => format!("{v:?}"),
+    match v {
+        None | Some(Value::Nil) => "none".into(),
+        Some(Value::Int(n)) => n.to_string(),
+        Some(v) => bytes(v).map_or_else(|| format!("{v:?}"), show),
     }
 }
 

@@ -40,6 +40,26 @@ pub fn bulk(out: &mut Vec<u8>, a: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The arguments of a command packed by [`pack`] (for error reports; a malformed command gives
+/// what could be read).
+pub fn args(mut c: &[u8]) -> Vec<&[u8]> {
+    fn line(c: &[u8]) -> Option<(usize, &[u8])> {
+        let end = c.windows(2).position(|w| w == b"\r\n")?;
+        let n = std::str::from_utf8(&c[1..end]).ok()?.parse().ok()?;
+        Some((n, &c[end + 2..]))
+    }
+    let mut out = Vec::new();
+    let Some((n, rest)) = line(c) else { return out };
+    c = rest;
+    for _ in 0..n {
+        let Some((len, rest)) = line(c) else { break };
+        let Some(a) = rest.get(..len) else { break };
+        out.push(a);
+        c = rest.get(len + 2..).unwrap_or_default();
+    }
+    out
+}
+
 /// The size of `a` as a bulk string.
 pub fn bulk_len(a: usize) -> usize {
     a + 5 + decimal_len(a)
@@ -71,6 +91,13 @@ pub fn score(f: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn args_read_back() {
+        let mut c = Vec::new();
+        pack(&mut c, &[b"XCLAIM", b"s", b"", b"a\r\nb"]);
+        assert_eq!(args(&c), [&b"XCLAIM"[..], b"s", b"", b"a\r\nb"]);
+    }
 
     #[test]
     fn scores_round_trip() {
