@@ -1015,3 +1015,72 @@ fn pending_entries_of_deleted_messages_are_kept() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// Keys the target refused (out of memory) are retried by `--resume` once the operator made
+/// room: it writes exactly those, and the counts of the two runs add up to the source's keys
+/// (issue 11: the resume said "complete already" and the failed keys stayed missing).
+#[test]
+fn a_resume_retries_the_keys_that_failed() {
+    let s = Server::start(Kind::Redis, &[]);
+    let value = "v".repeat(1000);
+    let kv: Vec<(String, String)> = (0..4000).map(|i| (format!("k{i}"), value.clone())).collect();
+    for chunk in kv.chunks(500) {
+        let _: () = s.conn().mset(chunk).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    let t = Server::start(Kind::Redis, &[("maxmemory", "3mb"), ("maxmemory-policy", "noeviction")]);
+    let rep = dir.path().join("r.json");
+    let args = ["--shard", "src0-db0", "--report", rep.to_str().unwrap()];
+    let o = import(&snap, &t, &args);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let failed = sum(&report(&rep)["shards"][0]["failed"]);
+    assert!(failed > 0 && t.key_count(0) < 4000, "{}", text(&o));
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut t.conn())
+        .unwrap();
+    let o = import(&snap, &t, &[&args[..], &["--resume"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("retrying the {failed} keys that failed")),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(t.key_count(0), 4000);
+    let r = report(&rep);
+    assert_eq!(sum(&r["shards"][0]["written"]), 4000, "{r}");
+    assert_eq!(sum(&r["shards"][0]["failed"]), 0, "{r}");
+    let o = import(&snap, &t, &[&args[..], &["--resume"]].concat());
+    assert!(text(&o).contains("complete already"), "{}", text(&o));
+}
+
+/// A resume whose checkpoint covers keys the target no longer holds (it was emptied, or
+/// restarted without saving) is refused by name instead of reporting success (issue 11).
+#[test]
+fn a_resume_into_a_target_that_lost_its_data_is_refused() {
+    let s = Server::start(Kind::Redis, &[]);
+    let kv: Vec<(String, String)> = (0..500).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    let _: () = s.conn().mset(&kv).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    let mut t = Server::start(Kind::Redis, &[]);
+    let o = import(&snap, &t, &["--shard", "src0-db0"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    t.restart(); // no persistence: it comes back empty
+    let o = import(&snap, &t, &["--shard", "src0-db0", "--resume"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the target no longer holds")
+            && err.contains("without --resume")
+            && err.contains("Nothing was written"),
+        "{err}"
+    );
+    assert_eq!(t.key_count(0), 0);
+    let o = import(&snap, &t, &["--shard", "src0-db0", "--conflict", "replace"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(t.key_count(0), 500);
+}

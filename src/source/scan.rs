@@ -137,6 +137,18 @@ pub fn key_json(k: &[u8]) -> serde_json::Value {
     serde_json::from_str(&s).expect("BUG: render::bytes writes valid JSON")
 }
 
+/// The key [`key_json`] rendered.
+pub fn key_from_json(v: &serde_json::Value) -> Option<Vec<u8>> {
+    use base64::Engine;
+    match v {
+        serde_json::Value::String(s) => Some(s.as_bytes().to_vec()),
+        serde_json::Value::Object(m) => base64::engine::general_purpose::STANDARD
+            .decode(m.get("base64")?.as_str()?)
+            .ok(),
+        _ => None,
+    }
+}
+
 /// The type TYPE names, if kvferry can export it.
 fn key_type(name: &str) -> Option<KeyType> {
     match name {
@@ -568,6 +580,13 @@ fn export_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_round_trip_through_json() {
+        for k in [&b"plain"[..], b"\xff\x00bin", b""] {
+            assert_eq!(key_from_json(&key_json(k)).as_deref(), Some(k));
+        }
+    }
 
     #[test]
     fn pika_hll_rule() {

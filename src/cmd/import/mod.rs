@@ -6,7 +6,7 @@
 pub(crate) mod shard;
 mod state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -21,6 +21,7 @@ use crate::format::reader::ReadMode;
 use crate::format::snapshot::Snapshot;
 use crate::progress::{Mode, Progress};
 use crate::source::conn::{connect, describe, Server, ServerKind};
+use crate::source::scan::key_from_json;
 use crate::source::throttle::Throttle;
 use crate::target::build::{self, Dialect};
 use crate::target::cluster::SlotMap;
@@ -379,6 +380,63 @@ pub(crate) fn glob_escape(p: &[u8]) -> Vec<u8> {
 }
 
 /// `--conflict fail`: one key of the destination, if it holds any (under its prefix).
+/// A key that a resumed import's checkpoint says was written and that the target no longer
+/// holds, if any: up to 32 keys from the start of the shard that the checkpoint covers (not
+/// expiring within a minute, not multi-type, not failed), asked with EXISTS (issue 11: a
+/// resume into an emptied target said "complete"). Not for clusters, whose keys live on
+/// several nodes.
+fn lost_key(snap: &Snapshot, si: usize, d: &Dest, st: &state::ShardState) -> anyhow::Result<Option<Vec<u8>>> {
+    use crate::format::consts::FLAG_MULTI_TYPE;
+    use crate::format::record::Record;
+    let part = snap.open_part(si, 0, ReadMode::Read)?;
+    if part.block_count() == 0 {
+        return Ok(None);
+    }
+    let block = part.read_block(0)?;
+    let failed: HashSet<Vec<u8>> = st
+        .counts
+        .failed_keys
+        .iter()
+        .filter_map(|p| key_from_json(&p.key))
+        .collect();
+    let soon = crate::util::now_ms() + 60_000;
+    let mut names = Vec::new();
+    for (n, r) in block.records().enumerate() {
+        let covered = st.done
+            || st.resume
+                > crate::target::track::Pos {
+                    part: 0,
+                    block: 0,
+                    record: n as u32,
+                };
+        let Record::Key(k) = r.map_err(|e| anyhow!("{}: {e}", part.path().display()))? else {
+            continue;
+        };
+        if !covered || names.len() == 32 {
+            break;
+        }
+        let keep = k.part == 0
+            && k.flags & FLAG_MULTI_TYPE == 0
+            && k.expire_at_ms.is_none_or(|t| t > soon)
+            && !failed.contains(k.key);
+        if keep {
+            names.push([d.prefix.as_slice(), k.key].concat());
+        }
+    }
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let mut lane = Lane::open(&d.lane)?;
+    let mut pipe = redis::pipe();
+    for n in &names {
+        pipe.cmd("EXISTS").arg(n);
+    }
+    let there: Vec<i64> = pipe
+        .query(lane.conn())
+        .with_context(|| format!("{}: EXISTS of keys the checkpoint covers", d.describe))?;
+    Ok(names.into_iter().zip(there).find(|(_, n)| *n == 0).map(|(k, _)| k))
+}
+
 fn first_key(d: &Dest) -> anyhow::Result<Option<Vec<u8>>> {
     let mut lane = Lane::open(&d.lane)?;
     let conn = lane.conn();
@@ -627,7 +685,25 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         }
         _ => false,
     };
-    if shards.iter().all(|i| shard_states.get(i).is_some_and(|s| s.done)) && resuming {
+    if resuming && slots.is_none() {
+        for (&i, d) in shards.iter().zip(&dests) {
+            if let Some(k) = shard_states
+                .get(&i)
+                .map(|st| lost_key(&snap, i, d, st))
+                .transpose()?
+                .flatten()
+            {
+                bail!(
+                    "{}: the checkpoint says keys of shard {} were written, but the target no longer holds {:?}: it was emptied, or restarted without saving what it had acknowledged. The checkpoint cannot be trusted: run the same command without --resume (into an empty target), or with --conflict replace. Nothing was written.",
+                    d.describe,
+                    snap.manifest.shards[i].id,
+                    crate::format::record::Lossy(&k)
+                );
+            }
+        }
+    }
+    let whole = |s: &state::ShardState| s.done && s.counts.failed.values().sum::<u64>() == 0;
+    if shards.iter().all(|i| shard_states.get(i).is_some_and(whole)) && resuming {
         eprintln!("the import into {} is complete already; nothing to resume", server.name);
         return Ok(0);
     }
@@ -705,14 +781,39 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let mut error = None;
     for (n, (&i, d)) in shards.iter().zip(&dests).enumerate() {
         let task = progress.task(n);
-        let from = shard_states.get(&i);
-        if from.is_some_and(|s| s.done) {
-            task.start(Some(snap.manifest.shards[i].keys));
-            task.add(from.map_or(0, |s| s.counts.keys()), 0);
-            task.finish(true);
-            outcomes.push((i, d, done_outcome(from.expect("BUG: checked"))));
-            continue;
+        let mut from = shard_states.get(&i).cloned();
+        let mut only = None;
+        if let Some(s) = from.as_ref().filter(|s| s.done) {
+            let failed: u64 = s.counts.failed.values().sum();
+            if failed == 0 {
+                task.start(Some(snap.manifest.shards[i].keys));
+                task.add(s.counts.keys(), 0);
+                task.finish(true);
+                outcomes.push((i, d, done_outcome(s)));
+                continue;
+            }
+            // A resume retries the keys that failed (issue 11: it used to say "complete").
+            let id = &snap.manifest.shards[i].id;
+            let names: HashSet<Vec<u8>> = s
+                .counts
+                .failed_keys
+                .iter()
+                .filter_map(|p| key_from_json(&p.key))
+                .collect();
+            if names.len() as u64 == failed {
+                progress.println(&format!("{id}: retrying the {failed} keys that failed"));
+                let mut counts = s.counts.clone();
+                (counts.failed, counts.failed_keys) = Default::default();
+                from = Some(state::ShardState::new(false, Default::default(), counts, &s.chosen()?));
+                only = Some(names);
+            } else {
+                progress.println(&format!(
+                    "{id}: {failed} keys failed, more than were named: importing the whole shard again"
+                ));
+                from = None;
+            }
         }
+        let from = from.as_ref();
         let (lanes, route) = match &slots {
             Some(m) => {
                 let lanes = m
@@ -733,7 +834,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             }
             None => (vec![d.lane.clone(); ctx.connections], None),
         };
-        match shard::run(&ctx, i, d, Output::Lanes(lanes, route), from, &task) {
+        match shard::run(&ctx, i, d, Output::Lanes(lanes, route), from, only.as_ref(), &task) {
             Ok(o) => {
                 task.finish(true);
                 outcomes.push((i, d, o));
@@ -817,7 +918,7 @@ fn run_resp(a: &Args, snap: &Snapshot, shards: &[usize], path: &std::path::Path)
             w.lock().unwrap_or_else(|e| e.into_inner()).write_all(&sel)?;
         }
         let task = progress.task(n);
-        let o = shard::run(&ctx, i, d, Output::Resp(&w), None, &task)?;
+        let o = shard::run(&ctx, i, d, Output::Resp(&w), None, None, &task)?;
         task.finish(true);
         outcomes.push((i, d, o));
     }

@@ -3,7 +3,7 @@
 //! always to the same connection and in order (issue 4, "Fast"); the tracker counts the replies
 //! per block, and a checkpointer saves the done prefix every few seconds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -145,6 +145,9 @@ struct Dispatch<'c, 'a> {
     orphan_noted: bool,
     route: Option<ClusterRoute>,
     moved: &'c AtomicBool,
+    /// Only these keys are written (a resume retrying the keys that failed); the others pass
+    /// uncounted, as they were counted by the run that wrote them.
+    only: Option<&'c HashSet<Vec<u8>>>,
 }
 
 impl Dispatch<'_, '_> {
@@ -181,7 +184,9 @@ impl Dispatch<'_, '_> {
         let mut name = [self.dest.prefix.as_slice(), rec.key].concat();
         let mut not_written: Option<Outcome> = None;
         let key = rec.key.to_vec();
-        if rec.expire_at_ms.is_some_and(|t| t <= self.now_ms) {
+        if self.only.is_some_and(|o| !o.contains(rec.key)) {
+            not_written = Some(Box::new(|_: &mut Counts| {}));
+        } else if rec.expire_at_ms.is_some_and(|t| t <= self.now_ms) {
             not_written = Some(Box::new(move |c: &mut Counts| c.expired(ty)));
         } else if rec.flags & FLAG_MULTI_TYPE != 0 {
             let k = key.clone();
@@ -395,6 +400,7 @@ pub fn run(
     dest: &Dest,
     out: Output,
     from: Option<&ShardState>,
+    only: Option<&HashSet<Vec<u8>>>,
     task: &Task,
 ) -> anyhow::Result<ShardOutcome> {
     let entry = &ctx.snap.manifest.shards[si];
@@ -508,6 +514,7 @@ pub fn run(
                 Output::Resp(_) => None,
             },
             moved: &moved,
+            only,
         };
         let dispatched = dispatch(&mut d, si, start, task);
         let dispatched = dispatched.and_then(|()| d.flush_all());
