@@ -66,6 +66,51 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// An exclusive lock on a directory, held while a command writes there: a second kvferry
+/// writing the same snapshot or import state is refused by name instead of both writing
+/// (issue 11). The lock file (`.kvferry.lock`, holding the pid) goes when the lock is dropped.
+pub struct DirLock {
+    path: std::path::PathBuf,
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    pub const NAME: &'static str = ".kvferry.lock";
+
+    /// Takes the lock of `dir`, or says who holds it.
+    pub fn take(dir: &Path) -> anyhow::Result<DirLock> {
+        use anyhow::Context;
+        use std::os::unix::io::AsRawFd;
+        let path = dir.join(Self::NAME);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("{}: cannot create the lock file", path.display()))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            anyhow::bail!(
+                "{}: another kvferry{} is writing here; wait for it to end (or stop it: Ctrl-C checkpoints), then run this command again",
+                dir.display(),
+                if holder.is_empty() { String::new() } else { format!(" (pid {holder})") }
+            );
+        }
+        file.set_len(0).ok();
+        write!(file, "{}", std::process::id()).ok();
+        Ok(DirLock { path, _file: file })
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

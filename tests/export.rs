@@ -762,3 +762,50 @@ fn an_interrupted_export_says_how_to_resume() {
         assert_eq!(keys(out_s).len(), 6000);
     }
 }
+
+/// While an export writes a directory, a second one into it (a resume started by mistake) is
+/// refused naming the first one's pid; after the first ends, no lock file is left (issue 11).
+#[test]
+fn a_second_export_into_the_same_directory_is_refused() {
+    let s = Server::start(support::Kind::Redis, &[]);
+    let kv: Vec<(String, String)> = (0..3000).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    let _: () = s.conn().mset(&kv).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    let out_s = out.to_str().unwrap();
+    let args = [
+        "export",
+        "--source",
+        &s.url(),
+        "--db",
+        "0",
+        "--out",
+        out_s,
+        "--progress",
+        "none",
+    ];
+    let child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .args(args)
+        .args(["--max-ops-per-sec", "3000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the shard to start", || out.join("src0-db0.0000.kvf").exists());
+    let o = kvferry(&[&args[..], &["--resume"]].concat());
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("another kvferry (pid {}) is writing here", child.id())),
+        "{err}"
+    );
+    let first = child.wait_with_output().unwrap();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(!out.join(".kvferry.lock").exists());
+    assert_eq!(keys(out_s).len(), 3000);
+}

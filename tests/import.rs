@@ -1084,3 +1084,51 @@ fn a_resume_into_a_target_that_lost_its_data_is_refused() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(t.key_count(0), 500);
 }
+
+/// Two imports of one snapshot into one target at once: the second is refused while the first
+/// holds the import state, naming its pid (issue 11: both were accepted and both wrote).
+#[test]
+fn a_second_import_at_the_same_time_is_refused() {
+    let s = Server::start(Kind::Redis, &[]);
+    let kv: Vec<(String, String)> = (0..3000).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    let _: () = s.conn().mset(&kv).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    let t = Server::target();
+    let state = dir.path().join("state");
+    let state_s = state.to_str().unwrap();
+    let args = [
+        "import",
+        &snap,
+        "--target",
+        &t.url(),
+        "--shard",
+        "src0-db0",
+        "--state",
+        state_s,
+        "--progress",
+        "none",
+    ];
+    let child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .args(args)
+        .args(["--max-ops-per-sec", "2000", "--pipeline", "10"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !state.join(".kvferry.lock").exists() {
+        assert!(std::time::Instant::now() < deadline, "the first import took no lock");
+        std::thread::sleep(std::time::Duration::from_millis(10)); // polling interval
+    }
+    let o = kvferry(&[&args[..], &["--resume"]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("another kvferry (pid {}) is writing here", child.id())),
+        "{}",
+        text(&o)
+    );
+    let first = child.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(0));
+    assert_eq!(t.key_count(0), 3000);
+}

@@ -197,7 +197,12 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         exclude_prefixes: a.exclude_prefix.clone(),
         skip_unknown_types: a.skip_unknown_types,
     };
-    let run = match out_dir(&a.out)? {
+    let out = out_dir(&a.out)?;
+    let _lock = match out {
+        OutDir::Complete => None,
+        _ => Some(crate::util::DirLock::take(&a.out)?),
+    };
+    let run = match out {
         OutDir::Complete if a.resume => {
             eprintln!(
                 "{}: the export is complete already (it has {MANIFEST_NAME}); nothing to resume",

@@ -749,6 +749,13 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         println!("dry run: the snapshot is whole, the target answers, the mapping and conflict rules hold; nothing was written");
         return Ok(0);
     }
+    std::fs::create_dir_all(&state_dir.dir).with_context(|| {
+        format!(
+            "{}: cannot create the import state directory; give a writable one with --state DIR",
+            state_dir.dir.display()
+        )
+    })?;
+    let _lock = crate::util::DirLock::take(&state_dir.dir)?;
     if !resuming {
         state_dir.start(&RunState {
             kvferry: env!("CARGO_PKG_VERSION").into(),
