@@ -8,10 +8,21 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The running command stops cleanly on Ctrl-C (export, import); the others stop at once.
+static CLEAN: AtomicBool = AtomicBool::new(false);
+
+/// Says that the running command checks [`interrupted`] and stops cleanly.
+pub fn stops_cleanly() {
+    CLEAN.store(true, Relaxed);
+}
 
 /// Installs the handler. Called once by the binary; a library user keeps its own.
 pub fn install() {
     let installed = ctrlc::set_handler(|| {
+        if !CLEAN.load(Relaxed) {
+            eprintln!("kvferry: interrupted");
+            std::process::exit(EXIT_INTERRUPTED);
+        }
         if INTERRUPTED.swap(true, Relaxed) {
             eprintln!("kvferry: interrupted again: stopping at once (the last checkpoint stands)");
             std::process::exit(EXIT_INTERRUPTED);

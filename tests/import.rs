@@ -1132,3 +1132,51 @@ fn a_second_import_at_the_same_time_is_refused() {
     assert_eq!(first.status.code(), Some(0));
     assert_eq!(t.key_count(0), 3000);
 }
+
+/// Ctrl-C during an import: it stops at a checkpoint, says the command that continues it, exits
+/// 130; that command finishes the import exactly (no list element twice, no key lost).
+#[test]
+fn an_interrupted_import_says_how_to_resume() {
+    let s = Server::start(Kind::Redis, &[]);
+    let kv: Vec<(String, String)> = (0..3000).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    let _: () = s.conn().mset(&kv).unwrap();
+    for i in 0..200 {
+        let _: () = s.conn().rpush(format!("list{i}"), &["a", "b", "c"]).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    let t = Server::target();
+    let args = [
+        "import",
+        &snap,
+        "--target",
+        &t.url(),
+        "--shard",
+        "src0-db0",
+        "--progress",
+        "none",
+    ];
+    let child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .args(args)
+        .args(["--max-ops-per-sec", "2000", "--pipeline", "10"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while t.key_count(0) < 100 {
+        assert!(std::time::Instant::now() < deadline, "the import wrote nothing");
+        std::thread::sleep(std::time::Duration::from_millis(10)); // polling interval
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("interrupted: 0 of 1 shards complete"), "{stdout}");
+    assert!(stdout.lines().last().unwrap().trim().ends_with("--resume"), "{stdout}");
+    assert!(t.key_count(0) < 3200, "it stopped before the end");
+    let o = kvferry(&[&args[..], &["--resume"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_same(&s, 0, &t, 0);
+}

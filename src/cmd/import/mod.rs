@@ -543,6 +543,7 @@ fn precheck(snap: &Snapshot, shards: &[usize]) -> CheckReport {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
+    crate::interrupt::stops_cleanly();
     let snap = Snapshot::open(&a.snapshot).with_context(|| format!("{}", a.snapshot.display()))?;
     let shards = select_shards(&snap, &a.shards)?;
     // Empty shards (an export writes one per database, SERVERS.md's 16 Redis databases
@@ -854,6 +855,17 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         }
     }
     progress.stop();
+    if crate::interrupt::interrupted() {
+        let keys: u64 = outcomes.iter().map(|(_, _, o)| o.counts.keys()).sum();
+        println!(
+            "interrupted: {} of {} shards complete ({keys} keys in them); the others stopped at a checkpoint in {}.\nContinue with:\n  {}",
+            outcomes.len(),
+            shards.len(),
+            state_dir.dir.display(),
+            crate::interrupt::resume_command()
+        );
+        return Ok(crate::interrupt::EXIT_INTERRUPTED);
+    }
     let failed = summary(&snap, &outcomes, &lost_files, a.report.is_some())?;
     if let Some(path) = &a.report {
         report(path, &snap, &server.name, &outcomes, error.as_ref())?;

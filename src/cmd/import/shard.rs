@@ -622,6 +622,13 @@ fn dispatch(d: &mut Dispatch, si: usize, start: Pos, task: &Task) -> anyhow::Res
                                 if (ri as u32) < skip_to {
                                     continue;
                                 }
+                                if crate::interrupt::interrupted() {
+                                    // Ctrl-C: the block stays unsealed, so the checkpoint
+                                    // resumes at its start (every key starts with DEL, or
+                                    // is logged in skip mode: resending is exact).
+                                    d.ctx.stop.store(true, Relaxed);
+                                    return Ok(());
+                                }
                                 match rec {
                                     Ok(Record::Key(rec)) => d.record(&rec, here(ri as u32))?,
                                     Ok(Record::Skippable { .. }) => {}
