@@ -1180,3 +1180,57 @@ fn an_interrupted_import_says_how_to_resume() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_same(&s, 0, &t, 0);
 }
+
+/// A target that would refuse every key is refused before anything is written, in one line:
+/// a read-only replica, and a user whose ACL forbids writes (issue 11: 4000 × READONLY).
+#[test]
+fn a_target_that_cannot_be_written_is_refused_at_once() {
+    let s = Server::start(Kind::Redis, &[]);
+    let _: () = s.conn().set("k", "v").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    let master = Server::start(Kind::Redis, &[]);
+    let replica = Server::start(Kind::Redis, &[("replicaof", &format!("127.0.0.1 {}", master.port))]);
+    let o = import(&snap, &replica, &["--shard", "src0-db0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("is a replica of 127.0.0.1:{}", master.port)) && err.contains("import into its master"),
+        "{err}"
+    );
+    let t = Server::start(Kind::Redis, &[]);
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "reader",
+            "on",
+            ">pw",
+            "~*",
+            "+@read",
+            "+@connection",
+            "+info",
+            "+select",
+            "+scan",
+            "+dbsize",
+        ])
+        .query(&mut t.conn())
+        .unwrap();
+    let url = format!("redis://reader:pw@127.0.0.1:{}", t.port);
+    let o = kvferry(&[
+        "import",
+        &snap,
+        "--target",
+        &url,
+        "--shard",
+        "src0-db0",
+        "--progress",
+        "none",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("refuses writes") && err.contains("NOPERM") && err.contains("Nothing was written"),
+        "{err}"
+    );
+    assert_eq!(t.key_count(0), 0);
+}

@@ -380,6 +380,41 @@ pub(crate) fn glob_escape(p: &[u8]) -> Vec<u8> {
 }
 
 /// `--conflict fail`: one key of the destination, if it holds any (under its prefix).
+/// Refuses, before anything is written, a target that would refuse every key one by one: a
+/// read-only replica (INFO replication), or a user without write rights (a probe key, written
+/// and deleted; not in a dry run, which writes nothing). Issue 11.
+fn check_writable(probe: &Endpoint, name: &str, dry_run: bool) -> anyhow::Result<()> {
+    let mut c = connect(probe, Duration::from_secs(10))?;
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap_or_default();
+    let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+    if matches!(field("role:"), Some("slave" | "replica")) {
+        let master = match (field("master_host:"), field("master_port:")) {
+            (Some(h), Some(p)) => format!(" of {h}:{p}"),
+            _ => String::new(),
+        };
+        bail!("{name}: is a replica{master}, which cannot be written: import into its master. Nothing was written.");
+    }
+    if dry_run {
+        return Ok(());
+    }
+    let key = format!("kvferry:write-probe:{}:{}", std::process::id(), crate::util::now_ms());
+    let set: redis::RedisResult<()> = redis::cmd("SET").arg(&key).arg("1").query(&mut c);
+    match set {
+        Ok(()) => {
+            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&key).query(&mut c);
+            Ok(())
+        }
+        // A cluster node that does not hold the probe's slot: writable as far as it can tell.
+        Err(e) if matches!(e.kind(), redis::ErrorKind::Moved | redis::ErrorKind::Ask) => Ok(()),
+        // An ACL limited to some key patterns refuses the probe's key, not necessarily the
+        // snapshot's: no verdict.
+        Err(e) if e.to_string().contains("access a key") => Ok(()),
+        Err(e) => bail!(
+            "{name}: refuses writes ({e}): check the user's rights (ACL), that the server is not read-only, and that it has room. Nothing was written."
+        ),
+    }
+}
+
 /// A key that a resumed import's checkpoint says was written and that the target no longer
 /// holds, if any: up to 32 keys from the start of the shard that the checkpoint covers (not
 /// expiring within a minute, not multi-type, not failed), asked with EXISTS (issue 11: a
@@ -613,6 +648,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         Some((&probe, &server)),
         slots.is_some(),
     )?;
+    check_writable(&probe, &server.name, a.dry_run)?;
     // Pika's expiry precision is asked of the server itself (a probe key, deleted at once); a
     // dry run writes nothing, not even that.
     let ms_expiry = match server.kind {
