@@ -118,6 +118,12 @@ fn check_exit_codes() {
             .code(),
         Some(0)
     );
+    // A newer format is not damage: exit 2, and a newer kvferry is what helps (issue 11).
+    for newer in ["corrupt/newer-major", "corrupt/newer-major-manifest"] {
+        let o = kvferry(&["check", &fixture(newer)]);
+        assert_eq!(o.status.code(), Some(2), "{newer}");
+        assert!(stdout(&o).contains("use a newer kvferry"), "{}", stdout(&o));
+    }
     let o = kvferry(&["check", "/nonexistent/snapshot"]);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(

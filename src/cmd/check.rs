@@ -28,6 +28,13 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let started = Instant::now();
     let report = check(&a.snapshot, threads, &mut progress_printer(a.json));
+    // A newer format is not damage: it cannot be checked here (exit 2), and copying the files
+    // again would not help (issue 11).
+    let newer = report
+        .snapshot_problems
+        .iter()
+        .chain(report.files.iter().flat_map(|f| &f.problems))
+        .any(|p| p.contains(NEWER));
     let mut out = std::io::stdout().lock();
     if a.json {
         serde_json::to_writer_pretty(&mut out, &report)?;
@@ -39,7 +46,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         }
         for f in report.files.iter().filter(|f| !f.ok()) {
             for p in &f.problems {
-                writeln!(out, "DAMAGED: {p}")?;
+                let what = if p.contains(NEWER) { "NEWER FORMAT" } else { "DAMAGED" };
+                writeln!(out, "{what}: {p}")?;
             }
             if !f.bad_blocks.is_empty() {
                 writeln!(out, "  bad blocks in {}: {:?}", f.file.display(), f.bad_blocks)?;
@@ -49,6 +57,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         let bad = report.files.iter().filter(|f| !f.ok()).count();
         let verdict = if report.ok() {
             "OK: every file is whole"
+        } else if newer {
+            "NOT CHECKED: the snapshot is of a newer format than this kvferry reads; use a newer kvferry"
         } else {
             "FAILED: the snapshot is damaged or incomplete; copy the damaged files again from their source"
         };
@@ -60,8 +70,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             human_bytes((bytes as f64 / secs.max(1e-9)) as u64)
         )?;
     }
-    Ok(if report.ok() { 0 } else { 1 })
+    Ok(match (report.ok(), newer) {
+        (true, _) => 0,
+        (false, true) => 2,
+        (false, false) => 1,
+    })
 }
+
+/// What [`crate::format::FormatError::UnsupportedVersion`] and the manifest's version check say.
+const NEWER: &str = "is not supported: this kvferry reads major version";
 
 /// Progress on stderr: a bar with rate and ETA on a terminal; otherwise one line per file (none
 /// with `--json`, whose consumer reads stdout).
