@@ -111,6 +111,20 @@ impl Drop for DirLock {
     }
 }
 
+/// Checks, before any slow work, that `--report FILE` can be written (issue 11: an unwritable
+/// path was found only after the whole run). Creates the file, empty, if it is not there.
+pub fn check_report_path(path: Option<&Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(p) = path {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(p)
+            .with_context(|| format!("--report {}: cannot write the file", p.display()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

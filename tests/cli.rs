@@ -172,3 +172,23 @@ fn a_rate_limit_must_be_positive() {
         }
     }
 }
+
+/// An unwritable `--report` is refused before any work, naming the file (issue 11: it was found
+/// after the whole run).
+#[test]
+fn an_unwritable_report_is_refused_first() {
+    for cmd in [
+        &["export", "--source", "redis://127.0.0.1:1", "--out", "/nonexistent/x"][..],
+        &["import", "fixtures/good/all-types", "--target", "redis://127.0.0.1:1"],
+        &["verify", "fixtures/good/all-types", "--target", "redis://127.0.0.1:1"],
+    ] {
+        let o = kvferry(&[cmd, &["--report", "/nonexistent/dir/r.json"]].concat());
+        assert_eq!(o.status.code(), Some(2), "{cmd:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("--report /nonexistent/dir/r.json: cannot write the file")
+                && !err.contains("connection refused"),
+            "{cmd:?}: {err}"
+        );
+    }
+}

@@ -188,6 +188,7 @@ fn plan(a: &Args, endpoints: &[Endpoint]) -> anyhow::Result<Vec<PlannedShard>> {
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
     crate::interrupt::stops_cleanly();
+    crate::util::check_report_path(a.report.as_deref())?;
     let scan = scan_options(&a)?;
     let endpoints = a.connect.endpoints(&a.sources)?;
     let options = Options {

@@ -579,6 +579,7 @@ fn precheck(snap: &Snapshot, shards: &[usize]) -> CheckReport {
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
     crate::interrupt::stops_cleanly();
+    crate::util::check_report_path(a.report.as_deref())?;
     let snap = Snapshot::open(&a.snapshot).with_context(|| format!("{}", a.snapshot.display()))?;
     let shards = select_shards(&snap, &a.shards)?;
     // Empty shards (an export writes one per database, SERVERS.md's 16 Redis databases

@@ -513,6 +513,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if !(0.0..=1.0).contains(&a.sample) || a.sample == 0.0 {
         bail!("--sample {}: a fraction above 0 and at most 1, e.g. 0.01", a.sample);
     }
+    crate::util::check_report_path(a.report.as_deref())?;
     let snap = Snapshot::open(&a.snapshot).with_context(|| format!("{}", a.snapshot.display()))?;
     let shards = select_shards(&snap, &a.shards)?;
     let shards: Vec<usize> = shards
