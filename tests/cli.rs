@@ -192,3 +192,38 @@ fn an_unwritable_report_is_refused_first() {
         );
     }
 }
+
+/// A missing path, a file, and an empty directory are each one clear line and exit 2
+/// (issue 11: "is not a directory" for a missing one, exit 0 for an empty one).
+#[test]
+fn snapshot_paths_that_are_not_snapshots() {
+    let empty = tempfile::tempdir().unwrap();
+    let empty = empty.path().to_str().unwrap();
+    for (path, says) in [
+        ("/nonexistent/snap", "/nonexistent/snap: no such directory"),
+        (
+            "Cargo.toml",
+            "Cargo.toml: not a directory: a snapshot is a directory holding MANIFEST.json",
+        ),
+    ] {
+        // (cat of a file reads it as a shard file: another error, tested with the fixtures.)
+        let cat = [&["cat", path][..]];
+        let others = [
+            &["inspect", path][..],
+            &["import", path, "--resp", "-"],
+            &["verify", path, "--target", "redis://127.0.0.1:1"],
+        ];
+        for cmd in others.iter().chain(cat.iter().filter(|_| path != "Cargo.toml")) {
+            let o = kvferry(cmd);
+            assert_eq!(o.status.code(), Some(2), "{cmd:?}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                err.starts_with(&format!("kvferry: error: {says}")) && err.lines().count() == 1,
+                "{cmd:?}: {err}"
+            );
+        }
+    }
+    let o = kvferry(&["inspect", empty]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a kvferry snapshot"));
+}

@@ -193,7 +193,15 @@ fn summarise(dir: &Path) -> anyhow::Result<Summary> {
                 s.shards.push(shard);
             }
         }
-        Err(SnapshotError::Incomplete { .. }) => summarise_files(&mut s, dir)?,
+        Err(SnapshotError::Incomplete { .. }) => {
+            summarise_files(&mut s, dir)?;
+            if s.shards.is_empty() {
+                anyhow::bail!(
+                    "{}: holds no MANIFEST.json and no shard files (.kvf): not a kvferry snapshot",
+                    dir.display()
+                );
+            }
+        }
         Err(e) => return Err(e.into()),
     }
     for sh in &s.shards {

@@ -89,6 +89,9 @@ pub enum SnapshotError {
     /// No `MANIFEST.json`: the export did not finish, or this is not a snapshot (F-SNAP-2).
     #[error("{}: no MANIFEST.json: the snapshot is incomplete (its export did not finish) or this is not a kvferry snapshot directory", dir.display())]
     Incomplete { dir: PathBuf },
+    /// The path given is not a directory: nothing there, or a file.
+    #[error("{}: {}", path.display(), if *.exists { "not a directory: a snapshot is a directory holding MANIFEST.json (check and cat also read a single .kvf file)" } else { "no such directory" })]
+    NotADirectory { path: PathBuf, exists: bool },
     /// The manifest cannot be read or parsed, or breaks F-SNAP-3/4.
     #[error("{}: {detail}", path.display())]
     Manifest { path: PathBuf, detail: String },

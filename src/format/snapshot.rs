@@ -174,12 +174,15 @@ impl Snapshot {
             path: path.clone(),
             detail,
         };
+        if !dir.is_dir() {
+            return Err(SnapshotError::NotADirectory {
+                path: dir.to_path_buf(),
+                exists: dir.exists(),
+            });
+        }
         let text = match std::fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if !dir.is_dir() {
-                    return Err(bad(format!("{} is not a directory", dir.display())));
-                }
                 return Err(SnapshotError::Incomplete { dir: dir.to_path_buf() });
             }
             Err(e) => return Err(bad(e.to_string())),

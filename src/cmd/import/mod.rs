@@ -580,7 +580,7 @@ fn precheck(snap: &Snapshot, shards: &[usize]) -> CheckReport {
 pub fn run(a: Args) -> anyhow::Result<i32> {
     crate::interrupt::stops_cleanly();
     crate::util::check_report_path(a.report.as_deref())?;
-    let snap = Snapshot::open(&a.snapshot).with_context(|| format!("{}", a.snapshot.display()))?;
+    let snap = Snapshot::open(&a.snapshot)?; // its errors name the path
     let shards = select_shards(&snap, &a.shards)?;
     // Empty shards (an export writes one per database, SERVERS.md's 16 Redis databases
     // included) have nothing to write and need no mapping.

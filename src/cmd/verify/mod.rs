@@ -514,7 +514,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         bail!("--sample {}: a fraction above 0 and at most 1, e.g. 0.01", a.sample);
     }
     crate::util::check_report_path(a.report.as_deref())?;
-    let snap = Snapshot::open(&a.snapshot).with_context(|| format!("{}", a.snapshot.display()))?;
+    let snap = Snapshot::open(&a.snapshot)?; // its errors name the path
     let shards = select_shards(&snap, &a.shards)?;
     let shards: Vec<usize> = shards
         .into_iter()
