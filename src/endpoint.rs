@@ -68,6 +68,24 @@ fn read_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("{what} {}: cannot read the file", path.display()))
 }
 
+/// A PEM file's bytes, refused at once when it holds no `-----BEGIN ...WHAT-----` block (issue
+/// 11: a CA file in another format was reported as "not trusted" at connection time).
+fn read_pem(path: &Path, what: &str, kind: &str) -> anyhow::Result<Vec<u8>> {
+    let b = read_file(path, what)?;
+    let text = String::from_utf8_lossy(&b);
+    let has = text
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{kind}-----")));
+    if !has {
+        bail!(
+            "{what} {}: holds no PEM {} (a \"-----BEGIN ...{kind}-----\" block); convert it, e.g. openssl x509 -inform der -in FILE -out FILE.pem",
+            path.display(),
+            kind.to_lowercase()
+        );
+    }
+    Ok(b)
+}
+
 impl ConnectArgs {
     /// The password from --password-env or --password-file, if one was given.
     fn password(&self) -> anyhow::Result<Option<String>> {
@@ -109,9 +127,16 @@ impl ConnectArgs {
             bail!("--tls-ca, --tls-cert and --tls-insecure apply to rediss:// URLs, and none is given");
         }
         let tls = Tls {
-            ca: self.tls_ca.as_deref().map(|p| read_file(p, "--tls-ca")).transpose()?,
+            ca: self
+                .tls_ca
+                .as_deref()
+                .map(|p| read_pem(p, "--tls-ca", "CERTIFICATE"))
+                .transpose()?,
             client: match (&self.tls_cert, &self.tls_key) {
-                (Some(c), Some(k)) => Some((read_file(c, "--tls-cert")?, read_file(k, "--tls-key")?)),
+                (Some(c), Some(k)) => Some((
+                    read_pem(c, "--tls-cert", "CERTIFICATE")?,
+                    read_pem(k, "--tls-key", "PRIVATE KEY")?,
+                )),
                 _ => None,
             },
             insecure: self.tls_insecure,
@@ -211,7 +236,12 @@ impl Endpoint {
                 Some(d) if !d.contains(self.url.as_str()) => format!(": {d}"),
                 _ => String::new(),
             };
-            anyhow!("{name}: not a valid redis:// or rediss:// URL{detail}")
+            let hint = if self.url.contains('@') {
+                "; a password with @, :, / or % in it must be percent-encoded in the URL (@ as %40), or given with --password-env VAR or --password-file FILE"
+            } else {
+                ""
+            };
+            anyhow!("{name}: not a valid redis:// or rediss:// URL{detail}{hint}")
         };
         let mut info = self.url.as_str().into_connection_info().map_err(invalid)?;
         if info.redis.password.is_none() {
@@ -262,6 +292,19 @@ mod tests {
         std::env::remove_var("KVFERRY_UNIT_TEST_PW");
         let err = args.endpoints(&[]).unwrap_err().to_string();
         assert_eq!(err, "--password-env KVFERRY_UNIT_TEST_PW: the variable is not set");
+    }
+
+    #[test]
+    fn tls_files_must_be_pem() {
+        let dir = tempfile::tempdir().unwrap();
+        let der = dir.path().join("ca.der");
+        std::fs::write(&der, [0x30u8, 0x82, 0x01]).unwrap();
+        let args = ConnectArgs {
+            tls_ca: Some(der),
+            ..Default::default()
+        };
+        let err = args.endpoints(&["rediss://h:1".into()]).unwrap_err().to_string();
+        assert!(err.contains("ca.der: holds no PEM certificate"), "{err}");
     }
 
     #[test]
