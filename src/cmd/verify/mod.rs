@@ -518,7 +518,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let shards = select_shards(&snap, &a.shards)?;
     let shards: Vec<usize> = shards
         .into_iter()
-        .filter(|&i| snap.manifest.shards[i].keys > 0 || a.extra)
+        // Empty shards are skipped, as import skips them, --extra too: it lists the databases
+        // the import wrote (issue 11: it demanded a --db-map for 16 empty shards).
+        .filter(|&i| snap.manifest.shards[i].keys > 0)
         .collect();
     let (url, role) = match (&a.target, &a.source) {
         (Some(t), _) => (t.clone(), "target"),
