@@ -147,8 +147,14 @@ fn sets_and_zsets_with_special_scores() {
         .map(|p| format!("{}={}", p[0].as_str().unwrap(), p[1]))
         .collect();
     got.sort();
-    // Redis keeps -0 as 0 (ZADD normalises it); inf and 0.1 come back exact.
-    assert_eq!(got, ["hi=\"inf\"", "lo=\"-inf\"", "negzero=0", "tenth=0.1"]);
+    // Redis keeps -0 as 0 in a small zset; Pika keeps -0 (seen on 4.0.1); inf and 0.1 come
+    // back exact.
+    let negzero = if s.kind == support::Kind::Pika {
+        "negzero=-0.0"
+    } else {
+        "negzero=0"
+    };
+    assert_eq!(got, ["hi=\"inf\"", "lo=\"-inf\"", negzero, "tenth=0.1"]);
 }
 
 /// A stream with a consumer group, read from the source. Pika has no consumer groups (XGROUP

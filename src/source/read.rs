@@ -136,11 +136,16 @@ pub fn read_key(
         parts.send(empty(k.ty), true)?;
     }
     match result {
-        Err(e) if e.chain().any(|c| c.to_string().starts_with("WRONGTYPE")) => {
-            Ok(Outcome::Changed(format!("its type changed: {e}")))
-        }
+        Err(e) if is_wrongtype(&e) => Ok(Outcome::Changed(format!("its type changed: {e}"))),
         other => other,
     }
+}
+
+/// The key changed type while it was read. Redis says `WRONGTYPE Operation against...`; Pika
+/// 4.0.1 `ERR Invalid argument: WRONGTYPE, key: k, expect type: hash, get type: list` (seen
+/// running it, docs/servers-seen.md).
+fn is_wrongtype(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.to_string().contains("WRONGTYPE"))
 }
 
 /// An empty value of type `ty`, to close an occurrence cut short.
@@ -648,4 +653,26 @@ fn read_groups(conn: &mut dyn ConnectionLike, key: &[u8], opts: &ReadOptions) ->
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrongtype_as_redis_and_pika_say_it() {
+        let err = |line: &str| -> anyhow::Error {
+            match redis::parse_redis_value(format!("-{line}\r\n").as_bytes()).unwrap() {
+                RV::ServerError(e) => anyhow::Error::new(redis::RedisError::from(e)).context("HSCAN cursor 0"),
+                v => panic!("{v:?}"),
+            }
+        };
+        assert!(is_wrongtype(&err(
+            "WRONGTYPE Operation against a key holding the wrong kind of value"
+        )));
+        assert!(is_wrongtype(&err(
+            "ERR Invalid argument: WRONGTYPE, key: churn:18, expect type: hash, get type: list"
+        )));
+        assert!(!is_wrongtype(&err("ERR syntax error")));
+    }
 }

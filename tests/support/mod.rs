@@ -55,13 +55,19 @@ pub struct Server {
     stopped: bool,
 }
 
-/// A loopback port that is free now (and, for Pika, with port+1000 and port+2000 free too).
+/// Pika uses its port and these offsets from it (`kPortShift*` in its pika_define.h), on every
+/// interface: an rsync daemon on +1000 when a replica syncs, and, once started, the replication
+/// server on +2000 and the rsync server on +10001 (seen listening on 4.0.1).
+const PIKA_SHIFTS: [u32; 3] = [1000, 2000, 10001];
+const PIKA_LISTENS: [u32; 2] = [2000, 10001];
+
+/// A loopback port that is free now (and, for Pika, with the ports of [`PIKA_SHIFTS`] free too).
 fn free_port(kind: Kind) -> u16 {
     loop {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let extra_free = |p: u32| p <= 65535 && std::net::TcpListener::bind(("127.0.0.1", p as u16)).is_ok();
-        if kind != Kind::Pika || (extra_free(port as u32 + 1000) && extra_free(port as u32 + 2000)) {
+        let extra_free = |p: u32| p <= 65535 && std::net::TcpListener::bind(("0.0.0.0", p as u16)).is_ok();
+        if kind != Kind::Pika || PIKA_SHIFTS.iter().all(|s| extra_free(port as u32 + s)) {
             return port;
         }
     }
@@ -104,7 +110,11 @@ impl Server {
         for attempt in 1.. {
             match Self::try_start(kind, extra) {
                 Ok(s) => return s,
-                Err(why) if why.contains("Address already in use") && attempt < 5 => continue,
+                Err(why)
+                    if (why.contains("Address already in use") || why.contains("port conflict")) && attempt < 5 =>
+                {
+                    continue
+                }
                 Err(why) => panic!("{why}"),
             }
         }
@@ -159,7 +169,10 @@ impl Server {
             log,
             stopped: false,
         };
-        s.wait_ready()?;
+        if let Err(why) = s.wait_ready() {
+            s.stopped = true; // not started: the guard has nothing to check
+            return Err(why);
+        }
         Ok(s)
     }
 
@@ -238,9 +251,16 @@ impl Server {
                 .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
             // Any reply, NOAUTH included (a server with requirepass), means it is up.
-            if ping.as_ref().is_ok_and(|p| p == "PONG")
-                || ping.is_err_and(|e| !e.is_io_error() && !e.is_connection_refusal())
-            {
+            let up = ping.as_ref().is_ok_and(|p| p == "PONG")
+                || ping.is_err_and(|e| !e.is_io_error() && !e.is_connection_refusal());
+            // Pika answers PING before it binds its last rsync port, and aborts when that one is
+            // taken (by a concurrent test): ready only once every port of it listens.
+            let all = self.kind != Kind::Pika
+                || PIKA_LISTENS.iter().all(|s| {
+                    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], (self.port as u32 + s) as u16));
+                    std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                });
+            if up && all {
                 return Ok(());
             }
             assert!(
@@ -378,7 +398,37 @@ fn pika_conf(bin: &str, port: u16, d: &str) -> String {
             panic!("no stock pika.conf for {bin}: set KVFERRY_TEST_PIKA_CONF=/path/to/pika/conf/pika.conf")
         });
     let stock = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let ours = [
+    // Pika needs `maxclients + 5000` open files (PIKA_MIN_RESERVED_FDS) and exits when it cannot
+    // raise its limit that far: where the hard limit is lower (20000 in this sandbox, against
+    // the stock maxclients of 20000), maxclients is lowered to fit, and the run says so.
+    let stock_max: u64 = stock
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.trim() == "maxclients")
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    let hard = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_max
+    } else {
+        u64::MAX
+    };
+    let mut ours = vec![];
+    if hard < stock_max + 5000 {
+        let fit = hard.saturating_sub(5000).max(100);
+        eprintln!(
+            "test server: Pika's maxclients lowered from {stock_max} to {fit}: the open-files hard limit is {hard}"
+        );
+        ours.push(("maxclients", fit.to_string()));
+    }
+    ours.extend([
         ("port", port.to_string()),
         ("db-path", format!("{d}/db/")),
         ("log-path", format!("{d}/log/")),
@@ -387,14 +437,14 @@ fn pika_conf(bin: &str, port: u16, d: &str) -> String {
         ("pidfile", format!("{d}/pika.pid")),
         ("daemonize", "no".into()),
         ("databases", "8".into()),
-    ];
+    ]);
     let key = |l: &str| l.split_once(':').map(|(k, _)| k.trim().to_string());
     let mut text: String = stock
         .lines()
         .filter(|l| l.starts_with('#') || !key(l).is_some_and(|k| ours.iter().any(|(o, _)| *o == k)))
         .map(|l| format!("{l}\n"))
         .collect();
-    for (k, v) in ours {
+    for (k, v) in &ours {
         text.push_str(&format!("{k} : {v}\n"));
     }
     text
