@@ -38,6 +38,10 @@ pub struct ConnectArgs {
     /// hand). Anyone on the path can then read and change the data.
     #[arg(long, conflicts_with = "tls_ca")]
     pub tls_insecure: bool,
+    /// Seconds a command may wait for its reply before it counts as lost (the connection is
+    /// made again and the work retried; a command lost three times stops the run, naming it).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub read_timeout: u64,
 }
 
 /// TLS settings for rediss:// URLs.
@@ -56,6 +60,8 @@ pub struct Endpoint {
     /// A Kvrocks namespace token (`--namespace-map`): sent as `AUTH token`, whatever the URL says.
     token: Option<String>,
     tls: Arc<Tls>,
+    /// How long a command may wait for its reply (`--read-timeout`).
+    read_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -154,6 +160,7 @@ impl ConnectArgs {
                 password: password.clone(),
                 token: None,
                 tls: tls.clone(),
+                read_timeout: std::time::Duration::from_secs(self.read_timeout.max(1)),
             })
             .collect())
     }
@@ -183,6 +190,7 @@ impl Endpoint {
             password: None,
             token: None,
             tls: Arc::default(),
+            read_timeout: crate::source::conn::READ_TIMEOUT,
         }
     }
 
@@ -220,6 +228,11 @@ impl Endpoint {
                 .split_once("://")
                 .and_then(|(_, rest)| rest.rsplit_once('@'))
                 .is_some_and(|(cred, _)| cred.contains(':'))
+    }
+
+    /// How long a command may wait for its reply.
+    pub fn read_timeout(&self) -> std::time::Duration {
+        self.read_timeout
     }
 
     /// The URL without credentials: for messages, manifests and reports.

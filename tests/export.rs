@@ -803,3 +803,41 @@ fn a_second_export_into_the_same_directory_is_refused() {
     assert!(!out.join(".kvferry.lock").exists());
     assert_eq!(keys(out_s).len(), 3000);
 }
+
+/// A server stuck on one command (a proxy that never forwards STRLEN, which a string too big to
+/// read in the batch is read with first): the export does not hang;
+/// after the command got no reply three times (`--read-timeout 1`), it stops with exit 2,
+/// naming the command, the key and the server, and says what to do (issue 15).
+#[test]
+fn a_command_that_never_answers_stops_the_export_by_name() {
+    let s = Server::start(support::Kind::Redis, &[]);
+    let _: () = s.conn().set("big", "x".repeat(100_000)).unwrap();
+    let proxy = support::StallProxy::start(s.port, b"STRLEN");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    let url = format!("redis://127.0.0.1:{}", proxy.port);
+    let started = std::time::Instant::now();
+    let o = kvferry(&[
+        "export",
+        "--source",
+        &url,
+        "--db",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+        "--read-timeout",
+        "1",
+        "--progress",
+        "none",
+    ]);
+    assert!(started.elapsed().as_secs() < 60, "it gave up in time");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("reading string \"big\": STRLEN")
+            && err.contains(&format!("{url}: no reply in 1 s, 3 times"))
+            && err.contains("--read-timeout"),
+        "{err}"
+    );
+    assert!(!out.join("MANIFEST.json").exists());
+}

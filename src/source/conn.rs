@@ -54,7 +54,8 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// How long a command may go without a reply before it counts as lost.
+/// How long a command may go without a reply before it counts as lost, by default
+/// (`--read-timeout`).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Opens a RESP2 connection (Pika answers HELLO 3 with RESP2: speak RESP2 and never negotiate,
@@ -66,7 +67,7 @@ pub fn connect(ep: &Endpoint, timeout: Duration) -> anyhow::Result<redis::Connec
     let mut conn = client
         .get_connection_with_timeout(timeout)
         .map_err(|e| explain(&name, tls, e))?;
-    conn.set_read_timeout(Some(timeout.max(READ_TIMEOUT))).ok();
+    conn.set_read_timeout(Some(ep.read_timeout())).ok();
     let pong: String = redis::cmd("PING")
         .query(&mut conn)
         .map_err(|e| explain(&name, tls, e))?;

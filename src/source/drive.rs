@@ -148,7 +148,7 @@ fn list(
                 (seq, outstanding) = (seq + 1, outstanding + 1);
             }
             Ok(None) => listing = false,
-            Err(e) if is_timeout(&e) && timeouts == TIMEOUT_RETRIES => return Err(stuck(e, &link.server.name)),
+            Err(e) if is_timeout(&e) && timeouts == TIMEOUT_RETRIES => return Err(stuck(e, link)),
             Err(e) if is_connection_error(&e) => {
                 timeouts += u32::from(is_timeout(&e));
                 let restarted = link.recover()?;
@@ -201,7 +201,7 @@ fn reader(
                     page.reconnects = reconnects;
                     break Ok(page);
                 }
-                Err(e) if is_timeout(&e) && timeouts == TIMEOUT_RETRIES => break Err(stuck(e, &link.server.name)),
+                Err(e) if is_timeout(&e) && timeouts == TIMEOUT_RETRIES => break Err(stuck(e, link)),
                 Err(e) if is_connection_error(&e) => {
                     timeouts += u32::from(is_timeout(&e));
                     // Read the page again on a new connection; what was written of it is

@@ -67,11 +67,12 @@ pub fn is_timeout(e: &anyhow::Error) -> bool {
 /// export (issue 15).
 pub const TIMEOUT_RETRIES: u32 = 2;
 
-/// The error for a command that got no reply `TIMEOUT_RETRIES + 1` times.
-pub fn stuck(e: anyhow::Error, server: &str) -> anyhow::Error {
+/// The error for a command of `link` that got no reply `TIMEOUT_RETRIES + 1` times.
+pub fn stuck(e: anyhow::Error, link: &Link) -> anyhow::Error {
     e.context(format!(
-        "{server}: no reply in {} s, {} times: the server is stuck on this command or overloaded; check it, then run the same command with --resume",
-        super::conn::READ_TIMEOUT.as_secs(),
+        "{}: no reply in {} s, {} times: the server is stuck on this command or overloaded; check it (or give more time with --read-timeout), then run the same command with --resume",
+        link.server.name,
+        link.endpoint.read_timeout().as_secs(),
         TIMEOUT_RETRIES + 1
     ))
 }

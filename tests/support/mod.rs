@@ -472,3 +472,48 @@ pub fn group_with_a_pending_entry(c: &mut redis::Connection, key: &str) {
         .query(c)
         .unwrap();
 }
+
+/// A TCP proxy in front of a server that stalls every connection at the first command holding
+/// `trigger` (its bytes go no further, so no reply ever comes), and forwards everything else:
+/// a server stuck on one command, for the timeout tests. Its threads end with the test process.
+pub struct StallProxy {
+    pub port: u16,
+}
+
+impl StallProxy {
+    pub fn start(upstream: u16, trigger: &'static [u8]) -> StallProxy {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    return;
+                };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                });
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    loop {
+                        let n = match client.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if buf[..n].windows(trigger.len()).any(|w| w == trigger) {
+                            // Stalled: read on and drop, so the client's writes never block.
+                            while matches!(client.read(&mut buf), Ok(n) if n > 0) {}
+                            return;
+                        }
+                        if server.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        StallProxy { port }
+    }
+}
