@@ -1,0 +1,316 @@
+//! The fault suite (issue 11), bounded for CI: real redis-server processes on loopback, every
+//! loop bounded in count and time, every random choice from a printed seed so that a failure
+//! can be replayed (`KVFERRY_FAULT_SEED=N`). `KVFERRY_FAULT_POINTS` sets how many kill points
+//! each kill test tries (default 20). docs/reliability.md has the matrix and what it showed.
+//!
+//! - kill -9 of export and of import at seeded moments, each followed by `--resume`: the result
+//!   equals the source (no key lost, none twice, no list element twice), and the manifest counts
+//!   each key once;
+//! - seeded single-byte flips and truncations of snapshot files: `check` and `import` refuse
+//!   each one (exit 1 / 2, naming the file), never panic (exit 101), never import silently.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use serde_json::Value as J;
+use support::compare::assert_same;
+use support::{kvferry, text, Kind, Server};
+
+/// xorshift64*: enough randomness for fault points, and the same sequence for the same seed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("KVFERRY_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261201)
+}
+
+fn points() -> u64 {
+    std::env::var("KVFERRY_FAULT_POINTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20)
+}
+
+/// Strings, hashes, lists (whose pushes must never run twice), sets, zsets and streams, some
+/// big enough to be read and written in several parts (a list of 120,000 elements takes two
+/// RPUSH commands), in two databases.
+fn populate(s: &Server) {
+    let mut c = s.conn();
+    for db in [0, 2] {
+        let _: () = redis::cmd("SELECT").arg(db).query(&mut c).unwrap();
+        let kv: Vec<(String, String)> = (0..300).map(|i| (format!("s{i}"), format!("v{i}"))).collect();
+        let _: () = c.mset(&kv).unwrap();
+        for i in 0..30 {
+            let items: Vec<String> = (0..(i * 40 + 1)).map(|j| format!("e{j}")).collect();
+            let _: () = c.rpush(format!("l{i}"), &items).unwrap();
+            let pairs: Vec<(String, String)> = (0..(i * 10 + 1))
+                .map(|j| (format!("f{j}"), "x".repeat(j % 50)))
+                .collect();
+            let _: () = c.hset_multiple(format!("h{i}"), &pairs).unwrap();
+            let _: () = c.sadd(format!("set{i}"), &items).unwrap();
+            let scored: Vec<(f64, String)> = items
+                .iter()
+                .enumerate()
+                .map(|(n, m)| (n as f64 / 3.0, m.clone()))
+                .collect();
+            let _: () = c.zadd_multiple(format!("z{i}"), &scored).unwrap();
+            let _: String = redis::cmd("XADD")
+                .arg(format!("x{i}"))
+                .arg("*")
+                .arg("n")
+                .arg(i)
+                .query(&mut c)
+                .unwrap();
+        }
+        let _: () = c
+            .rpush("biglist", (0..120_000).map(|j| j.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    }
+}
+
+fn manifest_keys(snap: &Path) -> u64 {
+    let m: J = serde_json::from_slice(&std::fs::read(snap.join("MANIFEST.json")).unwrap()).unwrap();
+    m["totals"]["keys"].as_u64().unwrap()
+}
+
+/// How long a whole run of `args` takes (it must succeed).
+fn run_time(args: &[String]) -> Duration {
+    let started = Instant::now();
+    let o = kvferry(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    started.elapsed()
+}
+
+/// Runs `args` and kills it with SIGKILL after `after`, unless it ended before; says which.
+fn kill_after(args: &[String], after: Duration) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + after;
+    while Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5)); // the fault's moment, not synchronisation
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    true
+}
+
+/// kill -9 of an export at seeded moments, then `--resume`: each snapshot holds exactly the
+/// source (verify against it finds nothing) and the manifest counts each key once.
+#[test]
+fn export_killed_at_seeded_points_resumes_exactly() {
+    let s = Server::start(Kind::Redis, &[]);
+    populate(&s);
+    let total = s.key_count(0) + s.key_count(2);
+    let mut rng = Rng::new(seed());
+    let dir = tempfile::tempdir().unwrap();
+    let mut killed = 0;
+    let mut took = None;
+    for point in 0..=points() {
+        let snap = dir.path().join(format!("snap{point}"));
+        let mut args: Vec<String> = ["export", "--source", &s.url(), "--db", "0,2", "--progress", "none"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.extend([
+            "--checkpoint-secs".into(),
+            "0.2".into(),
+            "--out".into(),
+            snap.to_string_lossy().into(),
+        ]);
+        let slow = [&args[..], &["--max-ops-per-sec".into(), "20000".into()]].concat();
+        // Point 0 measures a whole run; the others kill at a seeded moment within one.
+        let Some(whole) = took else {
+            took = Some(run_time(&slow));
+            continue;
+        };
+        let after = whole.mul_f64(0.05 + 0.9 * (rng.below(1000) as f64 / 1000.0));
+        killed += u32::from(kill_after(&slow, after));
+        let o = kvferry(
+            &[&args[..], &["--resume".to_string()]]
+                .concat()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        let why = format!("seed {} point {point} (killed after {after:?})", seed());
+        assert_eq!(o.status.code(), Some(0), "{why}: {}", text(&o));
+        assert_eq!(manifest_keys(&snap), total, "{why}: each key once in the manifest");
+        let snap_s = snap.to_string_lossy();
+        let o = kvferry(&["verify", &snap_s, "--source", &s.url(), "--progress", "none"]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{why}: the snapshot differs from the source: {}",
+            text(&o)
+        );
+    }
+    eprintln!("export: {killed} of {} runs killed mid-way (seed {})", points(), seed());
+    assert!(killed as u64 >= points() * 3 / 4, "the kill points land during the run");
+}
+
+/// kill -9 of an import at seeded moments, then `--resume`: the target equals the source, with no
+/// list element pushed twice and no key lost.
+#[test]
+fn import_killed_at_seeded_points_resumes_exactly() {
+    let s = Server::start(Kind::Redis, &[]);
+    populate(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap").to_string_lossy().into_owned();
+    let o = kvferry(&[
+        "export",
+        "--source",
+        &s.url(),
+        "--db",
+        "0,2",
+        "--out",
+        &snap,
+        "--progress",
+        "none",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut rng = Rng::new(seed() ^ 0xFACE);
+    let mut killed = 0;
+    let mut took = None;
+    for point in 0..=points() {
+        let t = Server::start(Kind::Redis, &[]);
+        let state = dir.path().join(format!("state{point}")).to_string_lossy().into_owned();
+        let args: Vec<String> = [
+            "import",
+            &snap,
+            "--target",
+            &t.url(),
+            "--db-map",
+            "0=0,2=2",
+            "--state",
+            &state,
+            "--progress",
+            "none",
+            "--checkpoint-secs",
+            "0.1",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        let slow = [
+            &args[..],
+            &[
+                "--max-ops-per-sec".into(),
+                "3000".into(),
+                "--pipeline".into(),
+                "20".into(),
+            ],
+        ]
+        .concat();
+        let Some(whole) = took else {
+            took = Some(run_time(&slow));
+            continue;
+        };
+        let after = whole.mul_f64(0.05 + 0.9 * (rng.below(1000) as f64 / 1000.0));
+        killed += u32::from(kill_after(&slow, after));
+        let o = kvferry(
+            &[&args[..], &["--resume".to_string()]]
+                .concat()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        let why = format!("seed {} point {point} (killed after {after:?})", seed());
+        assert_eq!(o.status.code(), Some(0), "{why}: {}", text(&o));
+        assert_same(&s, 0, &t, 0);
+        assert_same(&s, 2, &t, 2);
+    }
+    eprintln!("import: {killed} of {} runs killed mid-way (seed {})", points(), seed());
+    assert!(killed as u64 >= points() * 3 / 4, "the kill points land during the run");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Hundreds of seeded single-byte flips and truncations of a snapshot's files: `check` says
+/// damaged (exit 1) naming the file, `import` refuses before writing (exit 2), and neither
+/// panics. A flip is never silently imported.
+#[test]
+fn flipped_and_truncated_files_are_always_refused() {
+    let good = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/good/all-types");
+    let files: Vec<PathBuf> = std::fs::read_dir(&good)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "kvf"))
+        .collect();
+    let mut rng = Rng::new(seed() ^ 0xB17);
+    let dir = tempfile::tempdir().unwrap();
+    let cases = 10 * points();
+    for case in 0..cases {
+        let snap = dir.path().join(format!("c{case}"));
+        copy_dir(&good, &snap);
+        let file = &files[rng.below(files.len() as u64) as usize];
+        let target = snap.join(file.file_name().unwrap());
+        let mut bytes = std::fs::read(&target).unwrap();
+        let what = if case % 4 == 3 {
+            let cut = rng.below(bytes.len() as u64) as usize;
+            bytes.truncate(cut);
+            format!("truncated at {cut}")
+        } else {
+            let at = rng.below(bytes.len() as u64) as usize;
+            let bit = 1u8 << rng.below(8);
+            bytes[at] ^= bit;
+            format!("bit {bit:#x} flipped at {at}")
+        };
+        std::fs::write(&target, &bytes).unwrap();
+        let why = format!("seed {} case {case}: {} {what}", seed(), target.display());
+        let snap_s = snap.to_string_lossy();
+        let o = kvferry(&["check", &snap_s]);
+        assert_eq!(o.status.code(), Some(1), "{why}: check: {}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains(&*file.file_name().unwrap().to_string_lossy()),
+            "{why}"
+        );
+        let o = kvferry(&[
+            "import",
+            &snap_s,
+            "--resp",
+            "-",
+            "--db-map",
+            "0=0,3=3",
+            "--multi-type",
+            "first",
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{why}: import: {}", text(&o));
+        assert!(o.stdout.is_empty(), "{why}: nothing is written before the check");
+    }
+}
