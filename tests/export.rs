@@ -812,7 +812,7 @@ fn a_second_export_into_the_same_directory_is_refused() {
 fn a_command_that_never_answers_stops_the_export_by_name() {
     let s = Server::start(support::Kind::Redis, &[]);
     let _: () = s.conn().set("big", "x".repeat(100_000)).unwrap();
-    let proxy = support::StallProxy::start(s.port, b"STRLEN");
+    let proxy = support::Proxy::start(s.port, support::Fault::Stall(b"STRLEN"));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("snap");
     let url = format!("redis://127.0.0.1:{}", proxy.port);

@@ -10,7 +10,7 @@
 //! be in the files then; after a resume they are read again, and the later occurrence wins
 //! (F-PART-3).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -175,6 +175,10 @@ fn list(
     }
 }
 
+/// How many times a page is read again after its connection was lost, before the export stops:
+/// a page that can never be read whole (a connection cut after so many bytes) must not loop.
+const PAGE_ATTEMPTS: u64 = 10;
+
 /// A reader: reads the keys of one page after another on its own connection.
 #[allow(clippy::too_many_arguments)]
 fn reader(
@@ -191,21 +195,31 @@ fn reader(
         let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(job) = job else { return };
         let (mut reconnects, mut timeouts) = (0, 0);
+        // Across attempts: the keys read (or found gone, filtered, failed) and their counts.
+        let mut page = DbReport {
+            filtered: job.page.filtered,
+            ..DbReport::default()
+        };
+        let mut read = HashSet::new();
         let result = loop {
-            let mut page = DbReport {
-                filtered: job.page.filtered,
-                ..DbReport::default()
-            };
-            match read_page(&mut link.conn(throttle), kind, db, &job.page, opts, out, &mut page) {
+            match read_page(&mut link.conn(throttle), kind, db, &job.page, opts, out, &mut page, &mut read) {
                 Ok(()) => {
                     page.reconnects = reconnects;
-                    break Ok(page);
+                    break Ok(std::mem::take(&mut page));
                 }
                 Err(e) if is_timeout(&e) && timeouts == TIMEOUT_RETRIES => break Err(stuck(e, link)),
+                Err(e) if is_connection_error(&e) && reconnects == PAGE_ATTEMPTS => {
+                    break Err(e.context(format!(
+                        "{}: the connection was lost {} times in a row while reading one page of {} keys (the first {}); is something cutting long connections or big replies (a proxy, a firewall, the server's client-output-buffer-limit)? Fix that, then run the same command with --resume",
+                        link.server.name,
+                        PAGE_ATTEMPTS + 1,
+                        job.page.keys.len(),
+                        job.page.keys.first().map(|k| format!("{:?}", crate::format::record::Lossy(k))).unwrap_or_default()
+                    )))
+                }
                 Err(e) if is_connection_error(&e) => {
+                    // Read the rest of the page on a new connection; the keys done are skipped.
                     timeouts += u32::from(is_timeout(&e));
-                    // Read the page again on a new connection; what was written of it is
-                    // superseded by the new occurrences (F-PART-3).
                     if let Err(e) = link.recover() {
                         break Err(e);
                     }
@@ -229,6 +243,7 @@ fn reader(
 }
 
 /// Reads one page's keys, writing each key's records while holding the shard's output.
+#[allow(clippy::too_many_arguments)]
 fn read_page(
     conn: &mut dyn ConnectionLike,
     kind: &ServerKind,
@@ -237,10 +252,13 @@ fn read_page(
     opts: &ScanOptions,
     out: &Shared,
     report: &mut DbReport,
+    done: &mut HashSet<Vec<u8>>,
 ) -> anyhow::Result<()> {
+    // A page read again after a lost connection: the keys done before are not read again.
+    let left: Vec<Vec<u8>> = page.keys.iter().filter(|k| !done.contains(*k)).cloned().collect();
     let listed = match page.ty {
-        None => list_types(conn, db, &page.keys)?,
-        Some(ty) => super::pika::list_typed(conn, kind, db, ty, &page.keys)?,
+        None => list_types(conn, db, &left)?,
+        Some(ty) => super::pika::list_typed(conn, kind, db, ty, &left)?,
     };
     let mut held: Option<MutexGuard<&mut (dyn Out + Send)>> = None;
     let mut emit = |r: &KeyRecord| {
@@ -251,5 +269,5 @@ fn read_page(
         }
         Ok(())
     };
-    read_listed(conn, kind, listed, opts, &mut emit, report)
+    read_listed(conn, kind, listed, opts, &mut emit, report, done)
 }

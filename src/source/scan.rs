@@ -11,6 +11,8 @@
 
 use std::collections::BTreeMap;
 
+use std::collections::HashSet;
+
 use anyhow::{anyhow, Context};
 use redis::ConnectionLike;
 use serde::{Deserialize, Serialize};
@@ -331,7 +333,10 @@ pub(crate) fn list_types<'k>(
 }
 
 /// Reads listed keys: small ones whole in one pipeline, the others, and any key the batch did
-/// not get whole, on their own.
+/// not get whole, on their own. Each key whose outcome is in `report` goes into `done`, so
+/// that a page read again after a lost connection skips them: no key is written twice, none
+/// counted twice, and a page too big for a connection that is cut after so many bytes still
+/// progresses.
 pub(crate) fn read_listed(
     conn: &mut dyn ConnectionLike,
     kind: &ServerKind,
@@ -339,6 +344,7 @@ pub(crate) fn read_listed(
     opts: &ScanOptions,
     emit: &mut Emit,
     report: &mut DbReport,
+    done: &mut HashSet<Vec<u8>>,
 ) -> anyhow::Result<()> {
     // Small keys are read whole in one more pipeline; the others, and any key that the batch
     // did not get whole, on their own.
@@ -348,10 +354,18 @@ pub(crate) fn read_listed(
     for l in listed {
         match classify(kind, &l, opts) {
             Class::Read(t, _) => match batch_commands(&mut pipe, l.key, t, lengths) {
-                0 => export_key(conn, kind, l, opts, emit, report)?,
+                0 => {
+                    let key = l.key;
+                    export_key(conn, kind, l, opts, emit, report)?;
+                    done.insert(key.to_vec());
+                }
                 n => batch.push((l, n)),
             },
-            _ => export_key(conn, kind, l, opts, emit, report)?,
+            _ => {
+                let key = l.key;
+                export_key(conn, kind, l, opts, emit, report)?;
+                done.insert(key.to_vec());
+            }
         }
     }
     let commands: usize = batch.iter().map(|(_, n)| n).sum();
@@ -392,8 +406,13 @@ pub(crate) fn read_listed(
                     value: whole.value(),
                 })?;
                 count_read(report, &l, t);
+                done.insert(l.key.to_vec());
             }
-            None => export_key(conn, kind, l, opts, emit, report)?,
+            None => {
+                let key = l.key;
+                export_key(conn, kind, l, opts, emit, report)?;
+                done.insert(key.to_vec());
+            }
         }
     }
     Ok(())

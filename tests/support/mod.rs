@@ -473,47 +473,76 @@ pub fn group_with_a_pending_entry(c: &mut redis::Connection, key: &str) {
         .unwrap();
 }
 
-/// A TCP proxy in front of a server that stalls every connection at the first command holding
-/// `trigger` (its bytes go no further, so no reply ever comes), and forwards everything else:
-/// a server stuck on one command, for the timeout tests. Its threads end with the test process.
-pub struct StallProxy {
+/// What a [`Proxy`] does to the connections through it.
+#[derive(Clone, Copy)]
+pub enum Fault {
+    /// Stall each connection at the first command holding these bytes: they go no further, so
+    /// no reply ever comes (a server stuck on one command).
+    Stall(&'static [u8]),
+    /// Cut each connection (both ways) once this many bytes went through it in either
+    /// direction: mid-pipeline, mid-reply.
+    Cut(usize),
+}
+
+/// A TCP proxy in front of a server on loopback, injecting a [`Fault`] into every connection
+/// and forwarding everything else. Its threads end with the test process.
+pub struct Proxy {
     pub port: u16,
 }
 
-impl StallProxy {
-    pub fn start(upstream: u16, trigger: &'static [u8]) -> StallProxy {
+impl Proxy {
+    pub fn start(upstream: u16, fault: Fault) -> Proxy {
         use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        use std::sync::Arc;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
             for client in listener.incoming() {
-                let Ok(mut client) = client else { return };
-                let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                let Ok(client) = client else { return };
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
                     return;
                 };
-                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut s2, &mut c2);
-                });
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 65536];
+                let moved = Arc::new(AtomicUsize::new(0));
+                let pipe = move |mut from: std::net::TcpStream,
+                                 mut to: std::net::TcpStream,
+                                 upward: bool,
+                                 moved: Arc<AtomicUsize>| {
+                    let mut buf = [0u8; 16384];
                     loop {
-                        let n = match client.read(&mut buf) {
-                            Ok(0) | Err(_) => return,
+                        let n = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
-                        if buf[..n].windows(trigger.len()).any(|w| w == trigger) {
-                            // Stalled: read on and drop, so the client's writes never block.
-                            while matches!(client.read(&mut buf), Ok(n) if n > 0) {}
-                            return;
+                        match fault {
+                            Fault::Stall(t) if upward && buf[..n].windows(t.len()).any(|w| w == t) => {
+                                // Read on and drop, so the client's writes never block.
+                                while matches!(from.read(&mut buf), Ok(n) if n > 0) {}
+                                break;
+                            }
+                            Fault::Cut(limit) => {
+                                let before = moved.fetch_add(n, Relaxed);
+                                if before + n > limit {
+                                    let part = limit.saturating_sub(before);
+                                    let _ = to.write_all(&buf[..part]);
+                                    break;
+                                }
+                            }
+                            _ => {}
                         }
-                        if server.write_all(&buf[..n]).is_err() {
-                            return;
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
                         }
                     }
-                });
+                    let _ = from.shutdown(std::net::Shutdown::Both);
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let m2 = moved.clone();
+                std::thread::spawn(move || pipe(s2, c2, false, m2));
+                std::thread::spawn(move || pipe(client, server, true, moved));
             }
         });
-        StallProxy { port }
+        Proxy { port }
     }
 }
