@@ -378,6 +378,17 @@ impl Drop for Server {
         if !self.stopped && !std::thread::panicking() {
             self.assert_alive();
         }
+        if !self.stopped && std::thread::panicking() && matches!(self.child.try_wait(), Ok(Some(_))) {
+            // The test failed and its server is gone: say so, and keep its directory.
+            let kept = std::env::temp_dir().join(format!("kvferry-dead-server-{}", self.port));
+            let _ = Command::new("cp").arg("-a").arg(self.dir.path()).arg(&kept).status();
+            eprintln!(
+                "the {:?} server on port {} had exited; its directory is kept in {}",
+                self.kind,
+                self.port,
+                kept.display()
+            );
+        }
         self.kill();
     }
 }
