@@ -231,7 +231,12 @@ fn keys_expiring_during_the_export() {
                     .expire_at_ms
                     .unwrap_or_else(|| panic!("{key} came out without its TTL"));
                 let (lo, hi) = (set_at + 1 + i / 2, set_done + 1 + i / 2);
-                assert!(at + 5 >= lo && at <= hi + 5, "{key}: expiry {at} outside [{lo}, {hi}]");
+                // An expiry is PTTL plus the time its reply arrived, so it can be late by the
+                // reply's latency: 100 ms on a loaded machine (8 ms was seen in CI-like runs).
+                assert!(
+                    at + 5 >= lo && at <= hi + 100,
+                    "{key}: expiry {at} outside [{lo}, {hi}]"
+                );
             }
         }
     }
