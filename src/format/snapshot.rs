@@ -473,19 +473,7 @@ impl ShardSink {
         }
         let first_unfinished = cp.parts.len();
         let keep = cp.current.map_or(first_unfinished, |(i, _)| i + 1);
-        for i in keep.. {
-            let path = sink.path(i);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                Err(e) => {
-                    return Err(ShardError {
-                        path,
-                        error: FormatError::io(0, &e),
-                    })
-                }
-            }
-        }
+        sink.remove_parts_from(keep)?;
         sink.parts = cp.parts;
         sink.keys_by_type = cp.keys_by_type;
         sink.multi_type_keys = cp.multi_type_keys;
@@ -538,7 +526,12 @@ impl ShardSink {
         self.parts.clear();
         self.keys_by_type.clear();
         self.multi_type_keys = 0;
-        for i in 0.. {
+        self.remove_parts_from(0)
+    }
+
+    /// Removes the part files from part `first` on, up to the first that is not there.
+    fn remove_parts_from(&self, first: usize) -> Result<(), ShardError> {
+        for i in first.. {
             let path = self.path(i);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
