@@ -589,6 +589,27 @@ fn progress_as_json_lines() {
     );
 }
 
+/// Under a rate limit, progress moves as keys are written rather than jumping at the end of a
+/// long page (issue 11: 0 % for 20-30 s, then a jump).
+#[test]
+fn progress_moves_under_a_rate_limit() {
+    let s = Server::source();
+    let kv: Vec<(String, String)> = (0..300).map(|i| (format!("k{i}"), "v".into())).collect();
+    let _: () = s.conn().mset(&kv).unwrap();
+    // About 3 commands a key at 150 a second: 6 s, with a JSON line every 2 s.
+    let run = export(&s, &["--db", "0", "--progress", "json", "--max-ops-per-sec", "150"]);
+    assert_eq!(run.output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&run.output.stderr);
+    let keys: Vec<u64> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<J>(l).ok())
+        .map(|l| l["keys"].as_u64().unwrap())
+        .collect();
+    assert_eq!(keys.last(), Some(&300), "{stderr}");
+    assert!(keys.windows(2).all(|w| w[0] <= w[1]), "never backwards: {keys:?}");
+    assert!(keys.iter().any(|&k| k > 0 && k < 300), "seen between: {keys:?}");
+}
+
 /// The source goes away in the middle of an export: while the export waits for it, it says which
 /// server is gone, since when, when it tries next and when it gives up; once the server is back
 /// it says so and finishes with every key (issue 11: a dead source showed only `0/3000 keys`).

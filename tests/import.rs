@@ -352,6 +352,48 @@ fn corrupt_first_block(snap: &str) -> PathBuf {
     file
 }
 
+/// `--no-check` imports without the check before writing: a damaged block then stops the import
+/// part way, and the summary and report count what was written (issue 11: "written 0" after
+/// 1008 keys); with --skip-corrupt-blocks the rest is imported and the lost keys counted.
+#[test]
+fn no_check_counts_what_it_wrote_before_a_damaged_block() {
+    let s = Server::source();
+    let mut c = s.conn();
+    for i in 0..3000 {
+        let _: () = c.set(format!("k{i:05}"), "v".repeat(1000)).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    let file = Path::new(&snap).join("src0-db0.0000.kvf");
+    let mut b = std::fs::read(&file).unwrap();
+    let r = kvferry::format::reader::ShardReader::open(&file).unwrap();
+    let blocks = r.trailer().blocks.len();
+    assert!(blocks >= 3, "several blocks: {blocks}");
+    b[r.trailer().blocks[blocks / 2].offset() as usize + 40] ^= 0xff;
+    std::fs::write(&file, b).unwrap();
+    let t = Server::target();
+    let rep = dir.path().join("r.json");
+    let o = import(&snap, &t, &["--no-check", "--report", rep.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains(&format!("block {}", blocks / 2)), "{}", text(&o));
+    let written = sum(&report(&rep)["shards"][0]["written"]);
+    let n = t.key_count(0);
+    assert!(n > 0 && n < 3000, "stopped part way: {n}");
+    assert_eq!(written, n, "the report counts what was written");
+    assert!(text(&o).contains(&format!("total: written {n}")), "{}", text(&o));
+    let t = Server::target();
+    let o = import(
+        &snap,
+        &t,
+        &["--no-check", "--skip-corrupt-blocks", "--report", rep.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let r = report(&rep);
+    let written = sum(&r["shards"][0]["written"]);
+    assert_eq!(written, t.key_count(0));
+    assert_eq!(written + r["shards"][0]["lost_keys"].as_u64().unwrap(), 3000, "{r}");
+}
+
 #[test]
 fn a_corrupt_block_is_refused_before_writing_or_skipped_and_listed() {
     let s = Server::source();
@@ -388,6 +430,22 @@ fn a_corrupt_block_is_refused_before_writing_or_skipped_and_listed() {
     assert!(
         written > 0 && written < 3000,
         "the other blocks are imported: {written}"
+    );
+    // The keys lost with the block are counted (issue 11: it said "failed 0").
+    let lost = r["shards"][0]["lost_keys"].as_u64().unwrap();
+    let failed = sum(&r["shards"][0]["failed"]);
+    assert_eq!(written + failed + lost, 3000, "{r}");
+    assert!(lost > 0, "{r}");
+    assert!(
+        text(&o).contains(&format!("lost {lost} (in damaged blocks)")),
+        "{}",
+        text(&o)
+    );
+    // Where the block was: its records, and the key after it.
+    assert!(
+        text(&o).contains("records, as its file's index says") && text(&o).contains("the first key after it: \"k"),
+        "{}",
+        text(&o)
     );
 }
 
@@ -710,7 +768,13 @@ fn a_restarted_target_gets_what_was_not_acknowledged() {
 
 #[test]
 fn a_killed_import_resumes_without_duplicates() {
-    killed_then_resumed("fail");
+    killed_then_resumed("fail", false);
+}
+
+/// The target restarts (keeping what it acknowledged) between the killed run and its resume.
+#[test]
+fn a_killed_import_resumes_into_a_restarted_target() {
+    killed_then_resumed("fail", true);
 }
 
 /// In skip mode, a key that the killed run had begun to write exists on the target when the
@@ -718,25 +782,30 @@ fn a_killed_import_resumes_without_duplicates() {
 /// written; keys that existed before the import stay as they were.
 #[test]
 fn a_killed_skip_mode_import_resumes_without_partial_keys() {
-    killed_then_resumed("skip");
+    killed_then_resumed("skip", false);
 }
 
-fn killed_then_resumed(conflict: &str) {
+fn killed_then_resumed(conflict: &str, restart_between: bool) {
     let s = Server::source();
     populate_many(&s);
     let dir = tempfile::tempdir().unwrap();
     let snap = export(&s, dir.path());
-    let t = Server::target();
+    let mut t = Server::target();
+    if restart_between && t.kind == Kind::Redis {
+        // Every acknowledged write on disk before its reply.
+        t = Server::start(Kind::Redis, &[("appendonly", "yes"), ("appendfsync", "always")]);
+    }
     if conflict == "skip" {
         let _: () = t.conn().set("key:00005", "theirs").unwrap();
     }
     let state = dir.path().join("state");
+    let url = t.url();
     let args = |extra: &[&str]| {
         let mut v: Vec<String> = [
             "import",
             &snap,
             "--target",
-            &t.url(),
+            &url,
             "--progress",
             "none",
             "--pipeline",
@@ -771,6 +840,9 @@ fn killed_then_resumed(conflict: &str) {
     });
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    if restart_between {
+        t.restart();
+    }
     let before = dbsize(&t);
     assert!(before < 20_001, "killed before the end: {before}");
     // Without --resume, the unfinished import is not silently restarted.

@@ -64,19 +64,46 @@ pub fn connect(ep: &Endpoint, timeout: Duration) -> anyhow::Result<redis::Connec
     let name = ep.name();
     let tls = name.starts_with("rediss://");
     let client = ep.client()?;
+    // The connection's first replies (redis-rs's CLIENT SETINFO) are replies too: a silent
+    // host is given up after --read-timeout, not the longer connect timeout.
     let mut conn = client
-        .get_connection_with_timeout(timeout)
+        .get_connection_with_timeout(timeout.min(ep.read_timeout()))
         .map_err(|e| explain(&name, tls, e))?;
     conn.set_read_timeout(Some(ep.read_timeout())).ok();
-    let pong: String = redis::cmd("PING")
-        .query(&mut conn)
-        .map_err(|e| explain(&name, tls, e))?;
+    let pong: String = ping_when_loaded(&name, &mut conn).map_err(|e| explain(&name, tls, e))?;
     if pong != "PONG" {
         return Err(anyhow!(
             "{name}: answered PING with {pong:?}: is this a Redis-protocol server?"
         ));
     }
     Ok(conn)
+}
+
+/// How long a server that is loading its dataset (a restarted Redis reading its AOF or RDB
+/// file answers LOADING) is waited for.
+const LOADING_PATIENCE: Duration = Duration::from_secs(600);
+
+/// PING, waiting while the server answers LOADING (saying so every 10 s), for up to
+/// [`LOADING_PATIENCE`].
+fn ping_when_loaded(name: &str, conn: &mut redis::Connection) -> redis::RedisResult<String> {
+    let started = std::time::Instant::now();
+    let mut told: Option<std::time::Instant> = None;
+    loop {
+        match redis::cmd("PING").query(conn) {
+            Err(e) if e.kind() == redis::ErrorKind::BusyLoadingError && started.elapsed() < LOADING_PATIENCE => {
+                if told.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    eprintln!(
+                        "{name}: the server is loading its dataset; waiting ({} s so far, at most {} s)",
+                        started.elapsed().as_secs(),
+                        LOADING_PATIENCE.as_secs()
+                    );
+                    told = Some(std::time::Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(200)); // polling the server, not synchronisation
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Turns a connection error into one line an operator can act on.
@@ -114,7 +141,7 @@ fn explain(name: &str, tls: bool, e: redis::RedisError) -> anyhow::Error {
     } else if e.is_connection_refusal() {
         "connection refused: is the server running, and is this the right host and port?"
     } else if e.is_timeout() {
-        "no answer in time: check the host, port and firewall"
+        "no answer in time (--read-timeout): check the host, port and firewall"
     } else if e.kind() == redis::ErrorKind::ParseError || lower.contains("response") {
         "the peer does not speak the Redis protocol: is this the right port?"
     } else {
@@ -154,6 +181,19 @@ pub fn describe(url: &str, conn: &mut redis::Connection) -> anyhow::Result<Serve
         ServerKind::Kvrocks => vec![0],
         _ => {
             let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG").arg("GET").arg("databases").query(conn);
+            // A server that refuses CONFIG has db 0 at least; a reply that does not come is an
+            // error, not one database.
+            let reply = match reply {
+                Err(e) if e.is_timeout() => {
+                    return Err(anyhow!(
+                        "{name}: CONFIG GET databases: no reply in time (--read-timeout); is the server overloaded?"
+                    ))
+                }
+                Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+                    return Err(anyhow::Error::new(e).context(format!("{name}: CONFIG GET databases")))
+                }
+                r => r,
+            };
             match reply.ok().and_then(|r| r.get(1).and_then(|n| n.parse::<u32>().ok())) {
                 Some(n) if n > 0 => (0..n).collect(),
                 _ => vec![0],

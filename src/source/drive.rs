@@ -6,9 +6,11 @@
 //! Records go to the one [`Out`] of the shard; a reader holds it for the whole of a key, so a
 //! key's parts stay together (F-PART-1). Pages complete out of order; the report takes them in
 //! order, and `Out::page` is called for a page only when it and every page before it are
-//! complete, so a checkpoint's position never skips a page. Records of later pages may already
-//! be in the files then; after a resume they are read again, and the later occurrence wins
-//! (F-PART-3).
+//! complete, and a checkpoint is taken only when no page is out (the listing pauses for it), so
+//! a resume from it writes no key twice. Readers read on a steady connection ([`Link::steady`]):
+//! a lost connection is re-made and the command sent again, so a key read in several commands
+//! goes on in the same occurrence; only after a restart of the server is a key read again from
+//! its start (the later occurrence wins, F-PART-3, and the lister starts the shard over).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
@@ -194,7 +196,7 @@ fn reader(
     loop {
         let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok(job) = job else { return };
-        let (mut reconnects, mut timeouts) = (0, 0);
+        let (mut reconnects, mut timeouts, before) = (0, 0, link.reconnects);
         // Across attempts: the keys read (or found gone, filtered, failed) and their counts.
         let mut page = DbReport {
             filtered: job.page.filtered,
@@ -202,9 +204,9 @@ fn reader(
         };
         let mut read = HashSet::new();
         let result = loop {
-            match read_page(&mut link.conn(throttle), kind, db, &job.page, opts, out, &mut page, &mut read) {
+            match read_page(&mut link.steady(throttle), kind, db, &job.page, opts, out, &mut page, &mut read) {
                 Ok(()) => {
-                    page.reconnects = reconnects;
+                    page.reconnects = link.reconnects - before;
                     break Ok(std::mem::take(&mut page));
                 }
                 Err(e) if is_timeout(&e) && timeouts == TIMEOUT_RETRIES => break Err(stuck(e, link)),
@@ -218,7 +220,8 @@ fn reader(
                     )))
                 }
                 Err(e) if is_connection_error(&e) => {
-                    // Read the rest of the page on a new connection; the keys done are skipped.
+                    // The server restarted (a steady connection goes on by itself otherwise): read
+                    // the rest of the page on a new connection; the keys done are skipped.
                     timeouts += u32::from(is_timeout(&e));
                     if let Err(e) = link.recover() {
                         break Err(e);

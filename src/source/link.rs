@@ -51,7 +51,11 @@ fn name(conn: &mut redis::Connection) {
 pub fn is_connection_error(e: &anyhow::Error) -> bool {
     e.chain()
         .filter_map(|c| c.downcast_ref::<redis::RedisError>())
-        .any(|r| r.is_io_error() || r.is_connection_dropped() || r.is_connection_refusal() || r.is_timeout())
+        .any(lost)
+}
+
+fn lost(r: &redis::RedisError) -> bool {
+    r.is_io_error() || r.is_connection_dropped() || r.is_connection_refusal() || r.is_timeout()
 }
 
 /// True when `e` comes from a command that got no reply in time (the read timeout of
@@ -69,12 +73,96 @@ pub const TIMEOUT_RETRIES: u32 = 2;
 
 /// The error for a command of `link` that got no reply `TIMEOUT_RETRIES + 1` times.
 pub fn stuck(e: anyhow::Error, link: &Link) -> anyhow::Error {
-    e.context(format!(
+    e.context(stuck_text(link))
+}
+
+fn stuck_text(link: &Link) -> String {
+    format!(
         "{}: no reply in {} s, {} times: the server is stuck on this command or overloaded; check it (or give more time with --read-timeout), then run the same command with --resume",
         link.server.name,
         link.endpoint.read_timeout().as_secs(),
         TIMEOUT_RETRIES + 1
-    ))
+    )
+}
+
+/// How many lost connections in a row (with no command answered between them) a [`Steady`]
+/// connection takes before it gives up.
+pub const LOSSES: u64 = 10;
+
+/// See [`Link::steady`].
+pub struct Steady<'c> {
+    link: &'c mut Link,
+    throttle: &'c Throttle,
+    /// Lost connections and timeouts since the last command answered.
+    lost: u64,
+    timeouts: u32,
+}
+
+impl Steady<'_> {
+    fn resend<T>(&mut self, mut send: impl FnMut(&mut Throttled) -> redis::RedisResult<T>) -> redis::RedisResult<T> {
+        loop {
+            let e = match send(&mut self.link.conn(self.throttle)) {
+                Ok(v) => {
+                    (self.lost, self.timeouts) = (0, 0);
+                    return Ok(v);
+                }
+                Err(e) if !lost(&e) => return Err(e),
+                Err(e) => e,
+            };
+            if e.is_timeout() {
+                self.timeouts += 1;
+                if self.timeouts > TIMEOUT_RETRIES {
+                    return Err(given_up(format!("{}: {e}", stuck_text(self.link))));
+                }
+            } else {
+                self.lost += 1;
+                if self.lost > LOSSES {
+                    return Err(given_up(format!(
+                        "{}: the connection was lost {} times in a row, with no reply between (the last: {e}); is something cutting long connections or big replies (a proxy, a firewall, the server's client-output-buffer-limit)? Fix that, then run the same command with --resume",
+                        self.link.server.name,
+                        LOSSES + 1
+                    )));
+                }
+            }
+            match self.link.recover() {
+                Ok(false) => {}
+                Ok(true) => return Err(e),
+                Err(r) => return Err(given_up(format!("{r:#}"))),
+            }
+        }
+    }
+}
+
+/// An error that a caller must not retry: the [`Steady`] connection did, as often as it may.
+fn given_up(text: String) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::ClientError, "gave up", text))
+}
+
+impl redis::ConnectionLike for Steady<'_> {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
+        self.resend(|c| c.req_packed_command(cmd))
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisResult<Vec<redis::Value>> {
+        self.resend(|c| c.req_packed_commands(cmd, offset, count))
+    }
+
+    fn get_db(&self) -> i64 {
+        self.link.db.map_or(0, i64::from)
+    }
+
+    fn check_connection(&mut self) -> bool {
+        self.link.conn.check_connection()
+    }
+
+    fn is_open(&self) -> bool {
+        self.link.conn.is_open()
+    }
 }
 
 impl Link {
@@ -121,6 +209,22 @@ impl Link {
         Throttled {
             conn: &mut self.conn,
             throttle,
+        }
+    }
+
+    /// The connection, throttled, and steady: a read whose connection is lost (or that gets no
+    /// reply in time) is sent again on a new connection, so a key read in several commands goes
+    /// on where it was rather than being read again from its start (which would write it twice,
+    /// issue 11). It gives up, with an error that names the server and says what to do, after
+    /// `TIMEOUT_RETRIES + 1` timeouts or `LOSSES + 1` lost connections in a row, when it cannot
+    /// reconnect, and at once (with the connection error) when the server restarted meanwhile:
+    /// positions held on it (scan cursors) are void then, and the caller reads again.
+    pub fn steady<'c>(&'c mut self, throttle: &'c Throttle) -> Steady<'c> {
+        Steady {
+            link: self,
+            throttle,
+            lost: 0,
+            timeouts: 0,
         }
     }
 

@@ -197,8 +197,9 @@ impl Lane {
     fn connect(conf: &LaneConf, timeout: Duration) -> anyhow::Result<redis::Connection> {
         let name = conf.endpoint.name();
         let mut conn = crate::source::conn::connect(&conf.endpoint, timeout)?;
-        // Replies to big batches may take a while; a dead server is found by the read timeout.
-        conn.set_read_timeout(Some(Duration::from_secs(120))).ok();
+        // A reply that does not come in --read-timeout counts as a lost connection: the lane
+        // reconnects and resends what was not acknowledged.
+        conn.set_read_timeout(Some(conf.endpoint.read_timeout())).ok();
         let _ = redis::cmd("CLIENT")
             .arg("SETNAME")
             .arg("kvferry-import")

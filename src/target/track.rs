@@ -267,6 +267,17 @@ impl Tracker {
         (g.resume, g.committed.clone(), g.chosen.clone())
     }
 
+    /// The counts of every key done so far, in the done prefix or after it (for a summary
+    /// after an error; a checkpoint takes [`Tracker::committed`]).
+    pub fn so_far(&self) -> Counts {
+        let g = self.lock();
+        let mut c = g.committed.clone();
+        for b in &g.blocks {
+            c.merge(&b.counts);
+        }
+        c
+    }
+
     /// The last block of the done prefix (0: none yet).
     pub fn done_seq(&self) -> u64 {
         self.lock().done_seq

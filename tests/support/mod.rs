@@ -493,6 +493,9 @@ pub enum Fault {
     /// Cut each connection (both ways) once this many bytes went through it in either
     /// direction: mid-pipeline, mid-reply.
     Cut(usize),
+    /// Hold back every n-th piece of a reply (as read from the server, up to 16 KiB) for so
+    /// long: a slow network or a busy server, beyond the client's read timeout if longer.
+    Delay(usize, std::time::Duration),
 }
 
 /// A TCP proxy in front of a server on loopback, injecting a [`Fault`] into every connection
@@ -520,6 +523,7 @@ impl Proxy {
                                  upward: bool,
                                  moved: Arc<AtomicUsize>| {
                     let mut buf = [0u8; 16384];
+                    let mut pieces = 0;
                     loop {
                         let n = match from.read(&mut buf) {
                             Ok(0) | Err(_) => break,
@@ -537,6 +541,12 @@ impl Proxy {
                                     let part = limit.saturating_sub(before);
                                     let _ = to.write_all(&buf[..part]);
                                     break;
+                                }
+                            }
+                            Fault::Delay(n, by) if !upward => {
+                                pieces += 1;
+                                if pieces % n == 0 {
+                                    std::thread::sleep(by); // the fault itself, not synchronisation
                                 }
                             }
                             _ => {}

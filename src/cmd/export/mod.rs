@@ -153,7 +153,10 @@ fn scan_options(a: &Args) -> anyhow::Result<ScanOptions> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(ScanOptions {
         read: ReadOptions::default(),
-        count: 1000,
+        // Under a rate limit, pages of about a quarter second's commands (a key takes about
+        // three): a page's keys are written when the page is read, so progress moves smoothly
+        // and Ctrl-C or a checkpoint does not wait for a long page.
+        count: a.max_ops_per_sec.map_or(1000, |r| (r / 12).clamp(10, 1000) as usize),
         pattern: a.pattern.clone(),
         types,
         exclude_prefixes: a.exclude_prefix.iter().map(|p| p.as_bytes().to_vec()).collect(),

@@ -63,6 +63,8 @@ struct ShardOut<'a> {
     sink: ShardSink,
     task: &'a Task,
     bytes: u64,
+    /// Keys read (and rereads) over the pages done, as the report counted them at the last page.
+    read: u64,
     rescans: u64,
     last_checkpoint: Instant,
     /// Seconds of earlier runs, and when this one started.
@@ -73,7 +75,13 @@ struct ShardOut<'a> {
 impl Out for ShardOut<'_> {
     fn record(&mut self, r: &KeyRecord) -> anyhow::Result<()> {
         self.bytes += r.key.len() as u64 + r.value.size().0;
-        self.sink.push(r).map_err(|e| disk_error(e.into()))
+        self.sink.push(r).map_err(|e| disk_error(e.into()))?;
+        // Progress moves with every key written, not with every page done: under a rate limit
+        // a page takes long (issue 11: 0 % for 20-30 s, then a jump).
+        if r.is_last() {
+            self.task.add(1, std::mem::take(&mut self.bytes));
+        }
+        Ok(())
     }
 
     fn start_over(&mut self) -> anyhow::Result<()> {
@@ -94,14 +102,17 @@ impl Out for ShardOut<'_> {
     }
 
     fn page(&mut self, keys: u64, next: &Position, report: &DbReport, quiet: bool) -> anyhow::Result<()> {
+        let read = report.keys_by_type.values().sum::<u64>() + report.reread;
         if report.rescans != self.rescans {
             // Scanning again from the start: count again from zero.
             self.rescans = report.rescans;
             self.task.reset();
             self.task.add(listed(report), 0);
         } else {
-            self.task.add(keys, std::mem::take(&mut self.bytes));
+            // The page's keys not counted as they were written: gone, filtered, failed.
+            self.task.add(keys.saturating_sub(read.saturating_sub(self.read)), 0);
         }
+        self.read = read;
         // Ctrl-C: checkpoint here, then stop (the run says how to resume).
         let interrupted = crate::interrupt::interrupted();
         if self.ctx.stop.load(Ordering::Relaxed) && !interrupted {
@@ -210,6 +221,7 @@ pub fn run(ctx: &Ctx, plan: &PlannedShard, task: &Task) -> anyhow::Result<(Shard
         sink,
         task,
         bytes: 0,
+        read: before.keys_by_type.values().sum::<u64>() + before.reread,
         rescans: before.rescans,
         last_checkpoint: Instant::now(),
         seconds_before,

@@ -592,6 +592,11 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if empty > 0 {
         eprintln!("{empty} empty shards: nothing to import from them");
     }
+    // The target first: an unreachable one is found before the snapshot is read through.
+    let target = match (&a.resp, &a.target) {
+        (None, Some(url)) => Some(open_target(&a.connect, url, &a.map, "target")?),
+        _ => None,
+    };
     let mut lost_files = Vec::new();
     if !a.no_check {
         let report = precheck(&snap, &shards);
@@ -639,8 +644,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if let Some(path) = &a.resp {
         return run_resp(&a, &snap, &shards, path);
     }
-    let url = a.target.clone().expect("BUG: clap requires --target without --resp");
-    let Target { probe, server, slots } = open_target(&a.connect, &url, &a.map, "target")?;
+    let Target { probe, server, slots } = target.expect("BUG: clap requires --target without --resp");
     let dests = destinations(
         &a.map,
         a.conflict == Conflict::Skip,
@@ -884,19 +888,25 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 task.finish(true);
                 outcomes.push((i, d, o));
             }
-            Err(e) => {
+            Err(f) => {
                 task.finish(false);
-                error = Some(e.context(format!("shard {} -> {}", snap.manifest.shards[i].id, d.describe)));
+                error = Some(
+                    f.error
+                        .context(format!("shard {} -> {}", snap.manifest.shards[i].id, d.describe)),
+                );
+                outcomes.push((i, d, *f.outcome));
                 break;
             }
         }
     }
     progress.stop();
     if crate::interrupt::interrupted() {
-        let keys: u64 = outcomes.iter().map(|(_, _, o)| o.counts.keys()).sum();
+        // The last outcome is the interrupted shard's, when one was.
+        let complete = &outcomes[..outcomes.len() - usize::from(error.is_some())];
+        let keys: u64 = complete.iter().map(|(_, _, o)| o.counts.keys()).sum();
         println!(
             "interrupted: {} of {} shards complete ({keys} keys in them); the others stopped at a checkpoint in {}.\nContinue with:\n  {}",
-            outcomes.len(),
+            complete.len(),
             shards.len(),
             state_dir.dir.display(),
             crate::interrupt::resume_command()
@@ -1007,7 +1017,7 @@ fn summary(
 ) -> anyhow::Result<u64> {
     let mut out = std::io::stdout().lock();
     let mut total = Counts::default();
-    let mut bad = 0u64;
+    let (mut bad, mut lost) = (0u64, 0u64);
     for (i, d, o) in outcomes {
         let c = &o.counts;
         let e = &snap.manifest.shards[*i];
@@ -1059,6 +1069,15 @@ fn summary(
         for l in &o.lost {
             writeln!(out, "  LOST {l}")?;
         }
+        let gone = lost_keys(e.keys, o);
+        if gone > 0 {
+            writeln!(
+                out,
+                "  LOST {gone} keys with those blocks (the manifest counts {} in this shard): their names were in the damaged blocks only. Copy the file again and import it with --conflict replace, or export them again from the source",
+                e.keys
+            )?;
+        }
+        lost += gone;
         bad += o.lost.len() as u64;
         total.merge(c);
     }
@@ -1068,12 +1087,31 @@ fn summary(
     let failed = total.failed_total();
     writeln!(
         out,
-        "total: written {}, expired {}, skipped {}, failed {failed}",
+        "total: written {}, expired {}, skipped {}, failed {failed}{}",
         types(&total.written),
         types(&total.expired),
-        types(&total.skipped)
+        types(&total.skipped),
+        if lost > 0 {
+            format!(", lost {lost} (in damaged blocks)")
+        } else {
+            String::new()
+        }
     )?;
-    Ok(failed + bad)
+    Ok(failed + lost + bad)
+}
+
+/// Keys of a shard (`listed`, the manifest's count) that were in its damaged blocks: neither
+/// written, expired, skipped nor failed. Their names were only in those blocks.
+fn lost_keys(listed: u64, o: &ShardOutcome) -> u64 {
+    if o.lost.is_empty() {
+        return 0;
+    }
+    let c = &o.counts;
+    let seen: u64 = [&c.written, &c.expired, &c.skipped, &c.failed]
+        .iter()
+        .flat_map(|m| m.values())
+        .sum();
+    listed.saturating_sub(seen)
 }
 
 fn report(
@@ -1104,6 +1142,7 @@ fn report(
                 "multi_type": o.counts.multi_type,
                 "pika_hll": o.counts.pika_hll,
                 "lost": o.lost,
+                "lost_keys": lost_keys(snap.manifest.shards[*i].keys, o),
                 "unlisted": o.counts.unlisted,
             })
         })

@@ -79,6 +79,35 @@ pub struct ShardOutcome {
     pub lost: Vec<String>,
 }
 
+/// A shard's import that stopped on an error, with what it did before.
+pub struct Failed {
+    pub error: anyhow::Error,
+    pub outcome: Box<ShardOutcome>,
+}
+
+impl Failed {
+    fn nothing(error: anyhow::Error) -> Failed {
+        Failed {
+            error,
+            outcome: Box::new(ShardOutcome {
+                counts: Counts::default(),
+                seconds: 0.0,
+                resumed: false,
+                reconnects: 0,
+                restarts: 0,
+                redirects: 0,
+                lost: Vec::new(),
+            }),
+        }
+    }
+}
+
+impl From<Failed> for anyhow::Error {
+    fn from(f: Failed) -> anyhow::Error {
+        f.error
+    }
+}
+
 /// Where commands go: connections, or a RESP file.
 pub enum Output<'w> {
     /// Connections; with a cluster, `per_node` of them to each master, in the map's order.
@@ -143,6 +172,10 @@ struct Dispatch<'c, 'a> {
     lost: Vec<String>,
     /// A part > 0 without its part 0 was met (after a corrupt block): skip until a part 0.
     orphan_noted: bool,
+    /// The last key read, and whether a block was lost since: the keys around a lost block
+    /// are named, so an operator sees where it was (its own keys are named nowhere else).
+    last_key: Option<Vec<u8>>,
+    after_lost: bool,
     route: Option<ClusterRoute>,
     moved: &'c AtomicBool,
     /// Only these keys are written (a resume retrying the keys that failed); the others pass
@@ -258,6 +291,15 @@ impl Dispatch<'_, '_> {
     }
 
     fn record(&mut self, rec: &KeyRecord, at: Pos) -> anyhow::Result<()> {
+        if self.after_lost {
+            self.after_lost = false;
+            if let Some(l) = self.lost.last_mut() {
+                l.push_str(&format!("; the first key after it: {:?}", Lossy(rec.key)));
+            }
+        }
+        if self.last_key.as_deref() != Some(rec.key) {
+            self.last_key = Some(rec.key.to_vec());
+        }
         if rec.part == 0 {
             if self.open.is_some() {
                 self.broken("its next part is missing")?;
@@ -402,11 +444,11 @@ pub fn run(
     from: Option<&ShardState>,
     only: Option<&HashSet<Vec<u8>>>,
     task: &Task,
-) -> anyhow::Result<ShardOutcome> {
+) -> Result<ShardOutcome, Failed> {
     let entry = &ctx.snap.manifest.shards[si];
     let started = Instant::now();
     let (start, counts, chosen) = match from {
-        Some(s) => (s.resume, s.counts.clone(), s.chosen()?),
+        Some(s) => (s.resume, s.counts.clone(), s.chosen().map_err(Failed::nothing)?),
         None => (Pos::default(), Counts::default(), BTreeMap::new()),
     };
     task.start(Some(entry.keys));
@@ -417,161 +459,179 @@ pub fn run(
     let first_failure = Mutex::new(None);
     let moved = AtomicBool::new(false);
     let redirects = AtomicU64::new(0);
-    // --conflict skip: decisions are logged before writes, for a resumed run (see skiplog).
-    let (skip_log, ours) = match (ctx.state, &out) {
-        (Some(state), Output::Lanes(confs, _)) if confs.first().is_some_and(|c| c.skip_existing) => {
-            let (log, mut ours) = SkipLog::open(&state.dir, &entry.id)?;
-            if from.is_none() {
-                ours.clear();
-            }
-            (Some(log), ours)
-        }
-        _ => (None, std::collections::HashSet::new()),
-    };
-    let shared = Shared {
-        tracker: &tracker,
-        throttle: ctx.throttle,
-        task,
-        stop: ctx.stop,
-        fail_fast: ctx.fail_fast,
-        reconnects: &reconnects,
-        restarts: &restarts,
-        first_failure: &first_failure,
-        moved: &moved,
-        redirects: &redirects,
-        skip_log: skip_log.as_ref(),
-        ours: &ours,
-    };
-    let lanes = match &out {
-        Output::Lanes(confs, _) => confs.iter().map(Lane::open).collect::<anyhow::Result<Vec<_>>>()?,
-        Output::Resp(_) => Vec::new(),
-    };
-    let n = match &out {
-        Output::Lanes(c, _) => c.len(),
-        Output::Resp(_) => 1,
-    };
-    let ckpt_stop = (Mutex::new(false), std::sync::Condvar::new());
-    let mut lost = Vec::new();
-    let result: anyhow::Result<()> = std::thread::scope(|s| {
-        let mut txs = Vec::new();
-        let mut workers = Vec::new();
-        match &out {
-            Output::Lanes(..) => {
-                for lane in lanes {
-                    let (tx, rx) = sync_channel::<Vec<Item>>(2);
-                    txs.push(tx);
-                    let sh = &shared;
-                    workers.push(s.spawn(move || {
-                        let r = lane.work(rx, sh);
-                        if r.is_err() {
-                            sh.stop.store(true, Relaxed);
-                        }
-                        r
-                    }));
+    // On an error, what was done so far is counted all the same (issue 11: `--no-check`
+    // said "written 0" after a damaged block stopped it part way).
+    let result = (|| -> anyhow::Result<ShardOutcome> {
+        // --conflict skip: decisions are logged before writes, for a resumed run (see skiplog).
+        let (skip_log, ours) = match (ctx.state, &out) {
+            (Some(state), Output::Lanes(confs, _)) if confs.first().is_some_and(|c| c.skip_existing) => {
+                let (log, mut ours) = SkipLog::open(&state.dir, &entry.id)?;
+                if from.is_none() {
+                    ours.clear();
                 }
+                (Some(log), ours)
             }
-            Output::Resp(w) => {
-                let (tx, rx) = sync_channel::<Vec<Item>>(2);
-                txs.push(tx);
-                let (sh, w) = (&shared, *w);
-                workers.push(s.spawn(move || resp_worker(rx, w, sh)));
-            }
-        }
-        let checkpointer = ctx.state.map(|state| {
-            let (tracker, ckpt_stop, id, skip_log) = (&tracker, &ckpt_stop, entry.id.as_str(), skip_log.as_ref());
-            s.spawn(move || -> anyhow::Result<()> {
-                let (m, cv) = ckpt_stop;
-                let mut stopped = m.lock().unwrap_or_else(|e| e.into_inner());
-                while !*stopped {
-                    stopped = cv
-                        .wait_timeout(stopped, ctx.checkpoint_every)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                    let done_seq = tracker.done_seq();
-                    let (resume, counts, chosen) = tracker.committed();
-                    state.save_shard(id, &ShardState::new(false, resume, counts, &chosen))?;
-                    if let Some(log) = skip_log {
-                        log.prune(done_seq)?;
+            _ => (None, std::collections::HashSet::new()),
+        };
+        let shared = Shared {
+            tracker: &tracker,
+            throttle: ctx.throttle,
+            task,
+            stop: ctx.stop,
+            fail_fast: ctx.fail_fast,
+            reconnects: &reconnects,
+            restarts: &restarts,
+            first_failure: &first_failure,
+            moved: &moved,
+            redirects: &redirects,
+            skip_log: skip_log.as_ref(),
+            ours: &ours,
+        };
+        let lanes = match &out {
+            Output::Lanes(confs, _) => confs.iter().map(Lane::open).collect::<anyhow::Result<Vec<_>>>()?,
+            Output::Resp(_) => Vec::new(),
+        };
+        let n = match &out {
+            Output::Lanes(c, _) => c.len(),
+            Output::Resp(_) => 1,
+        };
+        let ckpt_stop = (Mutex::new(false), std::sync::Condvar::new());
+        let mut lost = Vec::new();
+        let result: anyhow::Result<()> = std::thread::scope(|s| {
+            let mut txs = Vec::new();
+            let mut workers = Vec::new();
+            match &out {
+                Output::Lanes(..) => {
+                    for lane in lanes {
+                        let (tx, rx) = sync_channel::<Vec<Item>>(2);
+                        txs.push(tx);
+                        let sh = &shared;
+                        workers.push(s.spawn(move || {
+                            let r = lane.work(rx, sh);
+                            if r.is_err() {
+                                sh.stop.store(true, Relaxed);
+                            }
+                            r
+                        }));
                     }
                 }
-                Ok(())
-            })
+                Output::Resp(w) => {
+                    let (tx, rx) = sync_channel::<Vec<Item>>(2);
+                    txs.push(tx);
+                    let (sh, w) = (&shared, *w);
+                    workers.push(s.spawn(move || resp_worker(rx, w, sh)));
+                }
+            }
+            let checkpointer = ctx.state.map(|state| {
+                let (tracker, ckpt_stop, id, skip_log) = (&tracker, &ckpt_stop, entry.id.as_str(), skip_log.as_ref());
+                s.spawn(move || -> anyhow::Result<()> {
+                    let (m, cv) = ckpt_stop;
+                    let mut stopped = m.lock().unwrap_or_else(|e| e.into_inner());
+                    while !*stopped {
+                        stopped = cv
+                            .wait_timeout(stopped, ctx.checkpoint_every)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                        let done_seq = tracker.done_seq();
+                        let (resume, counts, chosen) = tracker.committed();
+                        state.save_shard(id, &ShardState::new(false, resume, counts, &chosen))?;
+                        if let Some(log) = skip_log {
+                            log.prune(done_seq)?;
+                        }
+                    }
+                    Ok(())
+                })
+            });
+            let mut d = Dispatch {
+                ctx,
+                dest,
+                tracker: &tracker,
+                txs,
+                bufs: (0..n).map(|_| (Vec::new(), 0)).collect(),
+                open: None,
+                chosen,
+                seq: 0,
+                now_ms: now_ms(),
+                lost: Vec::new(),
+                orphan_noted: false,
+                last_key: None,
+                after_lost: false,
+                route: match &out {
+                    Output::Lanes(_, r) => r.clone(),
+                    Output::Resp(_) => None,
+                },
+                moved: &moved,
+                only,
+            };
+            let dispatched = dispatch(&mut d, si, start, task);
+            let dispatched = dispatched.and_then(|()| d.flush_all());
+            lost = std::mem::take(&mut d.lost);
+            drop(d); // closes the channels: the workers finish their queues and return
+                     // A connection's own error is the cause; the dispatcher then only saw its channel close.
+            let mut worker_error = None;
+            for w in workers {
+                let wr = w
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("BUG: a connection thread panicked")));
+                if let Err(e) = wr {
+                    worker_error.get_or_insert(e);
+                }
+            }
+            let mut r = match worker_error {
+                Some(e) => Err(e),
+                None => dispatched,
+            };
+            {
+                *ckpt_stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                ckpt_stop.1.notify_all();
+            }
+            if let Some(c) = checkpointer {
+                let cr = c
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("BUG: the checkpointer panicked")));
+                if r.is_ok() {
+                    r = cr;
+                }
+            }
+            r
         });
-        let mut d = Dispatch {
-            ctx,
-            dest,
-            tracker: &tracker,
-            txs,
-            bufs: (0..n).map(|_| (Vec::new(), 0)).collect(),
-            open: None,
-            chosen,
-            seq: 0,
-            now_ms: now_ms(),
-            lost: Vec::new(),
-            orphan_noted: false,
-            route: match &out {
-                Output::Lanes(_, r) => r.clone(),
-                Output::Resp(_) => None,
-            },
-            moved: &moved,
-            only,
-        };
-        let dispatched = dispatch(&mut d, si, start, task);
-        let dispatched = dispatched.and_then(|()| d.flush_all());
-        lost = std::mem::take(&mut d.lost);
-        drop(d); // closes the channels: the workers finish their queues and return
-                 // A connection's own error is the cause; the dispatcher then only saw its channel close.
-        let mut worker_error = None;
-        for w in workers {
-            let wr = w
-                .join()
-                .unwrap_or_else(|_| Err(anyhow!("BUG: a connection thread panicked")));
-            if let Err(e) = wr {
-                worker_error.get_or_insert(e);
-            }
+        if let Some(f) = first_failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            result?;
+            bail!("stopped at the first failed key (--fail-fast): {f}");
         }
-        let mut r = match worker_error {
-            Some(e) => Err(e),
-            None => dispatched,
-        };
-        {
-            *ckpt_stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
-            ckpt_stop.1.notify_all();
-        }
-        if let Some(c) = checkpointer {
-            let cr = c
-                .join()
-                .unwrap_or_else(|_| Err(anyhow!("BUG: the checkpointer panicked")));
-            if r.is_ok() {
-                r = cr;
-            }
-        }
-        r
-    });
-    if let Some(f) = first_failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
         result?;
-        bail!("stopped at the first failed key (--fail-fast): {f}");
-    }
-    result?;
-    if ctx.stop.load(Relaxed) {
-        bail!(super::Cancelled);
-    }
-    tracker.wait_all();
-    let (resume, counts, chosen) = tracker.committed();
-    if let Some(state) = ctx.state {
-        state.save_shard(&entry.id, &ShardState::new(true, resume, counts.clone(), &chosen))?;
-        if let Some(log) = &skip_log {
-            log.remove();
+        if ctx.stop.load(Relaxed) {
+            bail!(super::Cancelled);
         }
-    }
-    Ok(ShardOutcome {
-        counts,
-        seconds: started.elapsed().as_secs_f64(),
-        resumed: from.is_some(),
-        reconnects: reconnects.load(Relaxed),
-        restarts: restarts.load(Relaxed),
-        redirects: redirects.load(Relaxed),
-        lost,
+        tracker.wait_all();
+        let (resume, counts, chosen) = tracker.committed();
+        if let Some(state) = ctx.state {
+            state.save_shard(&entry.id, &ShardState::new(true, resume, counts.clone(), &chosen))?;
+            if let Some(log) = &skip_log {
+                log.remove();
+            }
+        }
+        Ok(ShardOutcome {
+            counts,
+            seconds: started.elapsed().as_secs_f64(),
+            resumed: from.is_some(),
+            reconnects: reconnects.load(Relaxed),
+            restarts: restarts.load(Relaxed),
+            redirects: redirects.load(Relaxed),
+            lost,
+        })
+    })();
+    result.map_err(|error| Failed {
+        error,
+        outcome: Box::new(ShardOutcome {
+            counts: tracker.so_far(),
+            seconds: started.elapsed().as_secs_f64(),
+            resumed: from.is_some(),
+            reconnects: reconnects.load(Relaxed),
+            restarts: restarts.load(Relaxed),
+            redirects: redirects.load(Relaxed),
+            lost: Vec::new(),
+        }),
     })
 }
 
@@ -586,6 +646,7 @@ fn dispatch(d: &mut Dispatch, si: usize, start: Pos, task: &Task) -> anyhow::Res
             .open_part(si, pi, ReadMode::Read)
             .with_context(|| format!("{}", path.display()))?;
         let first = if pi == start.part as usize { start.block } else { 0 };
+        let records: Vec<u32> = reader.trailer().blocks.iter().map(|b| b.records()).collect();
         let mut err = None;
         reader.par_blocks_from(
             first,
@@ -633,13 +694,13 @@ fn dispatch(d: &mut Dispatch, si: usize, start: Pos, task: &Task) -> anyhow::Res
                                     Ok(Record::Key(rec)) => d.record(&rec, here(ri as u32))?,
                                     Ok(Record::Skippable { .. }) => {}
                                     Err(e) => {
-                                        lose(d, &path, bi, &e.to_string())?;
+                                        lose(d, &path, bi, records.get(bi as usize).copied(), &e.to_string())?;
                                         break;
                                     }
                                 }
                             }
                         }
-                        Err(e) => lose(d, &path, bi, &e.error.to_string())?,
+                        Err(e) => lose(d, &path, bi, records.get(bi as usize).copied(), &e.error.to_string())?,
                     }
                     d.flush_all()?;
                     let next = Pos {
@@ -673,14 +734,21 @@ fn dispatch(d: &mut Dispatch, si: usize, start: Pos, task: &Task) -> anyhow::Res
 /// A block that cannot be read: without `--skip-corrupt-blocks`, the import stops there (the
 /// check before writing found nothing, so the file changed since); with it, what was lost is
 /// listed and the key it cut is deleted.
-fn lose(d: &mut Dispatch, path: &std::path::Path, block: u32, why: &str) -> anyhow::Result<()> {
+fn lose(d: &mut Dispatch, path: &std::path::Path, block: u32, records: Option<u32>, why: &str) -> anyhow::Result<()> {
     if !d.ctx.skip_corrupt {
         bail!(
             "{} block {block}: {why}; the import stopped here. Copy the file again, or add --skip-corrupt-blocks to import the rest",
             path.display()
         );
     }
-    d.lost.push(format!("{} block {block}: {why}", path.display()));
+    let records = records.map_or(String::new(), |n| format!(" ({n} records, as its file's index says)"));
+    let before = d
+        .last_key
+        .as_ref()
+        .map_or(String::new(), |k| format!("; the last key before it: {:?}", Lossy(k)));
+    d.lost
+        .push(format!("{} block {block}{records}: {why}{before}", path.display()));
+    d.after_lost = true;
     if d.open.is_some() {
         d.broken("lost its next part in a corrupt block")?;
     }
