@@ -42,6 +42,12 @@ pub struct ConnectArgs {
     /// made again and the work retried; a command lost three times stops the run, naming it).
     #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub read_timeout: u64,
+    /// On Pika 3.x with its cache on: switch the cache off (CONFIG SET cache-model 0) while this
+    /// command runs, and back on at its end. Pika 3.x answers PTTL from its cache without a
+    /// lock, and concurrent reads corrupt the cache (the server hangs or aborts), so without
+    /// this kvferry refuses to read such a server.
+    #[arg(long, env = "KVFERRY_PIKA_CACHE_OFF", value_parser = clap::builder::BoolishValueParser::new())]
+    pub pika_cache_off: bool,
 }
 
 /// TLS settings for rediss:// URLs.

@@ -240,3 +240,62 @@ fn a_resumed_export_writes_each_stream_once() {
         "each key once in the files"
     );
 }
+
+/// Pika 3.x with its cache on (the stock `cache-model : 1`) answers PTTL from the cache without
+/// a lock, and concurrent reads corrupt it (docs/servers-seen.md): an export refuses, reading
+/// nothing, unless `--pika-cache-off`, which switches the cache off for the run and back on at
+/// its end; the server stays up either way. Elsewhere (Redis, Pika 4) the flag changes nothing.
+#[test]
+fn pika_3_cache_is_switched_off_only_when_asked() {
+    let s = Server::source();
+    let kv: Vec<(String, String)> = (0..2000).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+    let _: () = s.conn().mset(&kv).unwrap();
+    let model = |s: &Server| -> Option<String> {
+        let r: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("cache-model")
+            .query(&mut s.conn())
+            .ok()?;
+        r.get(1).cloned()
+    };
+    let before = model(&s);
+    let pika3 = pika_version(&s).is_some_and(|(major, _)| major < 4) && before.as_deref().is_some_and(|m| m != "0");
+    let dir = tempfile::tempdir().unwrap();
+    let export = |name: &str, off: bool| {
+        let out = dir.path().join(name);
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kvferry"));
+        c.args([
+            "export",
+            "--source",
+            &s.url(),
+            "--db",
+            "0",
+            "--progress",
+            "none",
+            "--out",
+        ])
+        .arg(&out)
+        .env_remove("KVFERRY_PIKA_CACHE_OFF");
+        if off {
+            c.arg("--pika-cache-off");
+        }
+        (c.output().unwrap(), out)
+    };
+    let (o, out) = export("refused", false);
+    if pika3 {
+        assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("cache-model") && err.contains("--pika-cache-off"), "{err}");
+        assert!(!out.exists(), "nothing written");
+    } else {
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let (o, _) = export("off", true);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cache switched on again") == pika3,
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(model(&s), before, "the cache mode is as it was");
+}

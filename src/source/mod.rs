@@ -7,6 +7,7 @@ pub mod conn;
 pub(crate) mod drive;
 pub mod link;
 pub mod pika;
+pub mod pika_cache;
 pub mod read;
 pub mod scan;
 pub mod throttle;

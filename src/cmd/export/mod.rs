@@ -18,8 +18,9 @@ use crate::format::snapshot::{write_manifest, Manifest, SnapshotOptions};
 use crate::format::{consts::MANIFEST_NAME, KeyType};
 use crate::interrupt::Interrupted;
 use crate::progress::{Mode, Progress};
-use crate::source::conn::redact;
+use crate::source::conn::{connect, describe, redact};
 use crate::source::link::Link;
+use crate::source::pika_cache::CacheOff;
 use crate::source::read::ReadOptions;
 use crate::source::scan::ScanOptions;
 use crate::source::throttle::Throttle;
@@ -194,6 +195,16 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     crate::util::check_report_path(a.report.as_deref())?;
     let scan = scan_options(&a)?;
     let endpoints = a.connect.endpoints(&a.sources)?;
+    // Pika 3.x with its cache on is not read without --pika-cache-off (source/pika_cache.rs);
+    // the guards switch the caches on again when the export ends, however it ends.
+    let _caches_off = endpoints
+        .iter()
+        .map(|ep| {
+            let mut conn = connect(ep, Duration::from_secs(10))?;
+            let server = describe(&ep.name(), &mut conn)?;
+            CacheOff::guard(ep, &mut conn, &server, a.connect.pika_cache_off)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let options = Options {
         sources: a.sources.iter().map(|u| redact(u)).collect(),
         db: a.db.clone(),

@@ -657,6 +657,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     // Pika's expiry precision is asked of the server itself (a probe key, deleted at once); a
     // dry run writes nothing, not even that.
     let ms_expiry = match server.kind {
+        // Pika 3.x keeps whole seconds (SERVERS.md); its PTTL is not asked: with its cache on,
+        // PTTL reads the cache without a lock (source/pika_cache.rs).
+        ServerKind::Pika(major, ..) if major < 4 => false,
         ServerKind::Pika(..) if !a.dry_run => {
             let mut c = connect(&probe, Duration::from_secs(10))?;
             build::ms_expiry(&mut c).with_context(|| format!("{}: probing its expiry precision", server.name))?

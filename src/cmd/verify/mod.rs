@@ -538,6 +538,11 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         a.map.clone()
     };
     let target = open_target(&a.connect, &url, &map, role).map_err(|e| e.context("could not verify"))?;
+    // verify reads PTTL: Pika 3.x with its cache on only with --pika-cache-off (pika_cache.rs).
+    let _cache_off = {
+        let mut conn = crate::source::conn::connect(&target.probe, std::time::Duration::from_secs(10))?;
+        crate::source::pika_cache::CacheOff::guard(&target.probe, &mut conn, &target.server, a.connect.pika_cache_off)?
+    };
     let dests = destinations(
         &map,
         false,
