@@ -498,8 +498,10 @@ fn classify(kind: &ServerKind, l: &Listed, opts: &ScanOptions) -> Class {
         return Class::Filtered;
     }
     // Pika 4.0 answers PTTL 0 for streams and missing keys: never "expire now" (SERVERS.md).
+    // Pika 3.x counts whole seconds and answers 0 in a key's last second: it expires now (seen
+    // on 3.5.5; taken for "no TTL", such a key lived on for ever on the target).
     let expire_at_ms = match l.pttl {
-        0 if matches!(kind, ServerKind::Pika(..)) => None,
+        0 if matches!(kind, ServerKind::Pika(major, ..) if *major >= 4) => None,
         p if p >= 0 => Some(l.read_at + p as u64),
         _ => None,
     };
@@ -654,6 +656,11 @@ mod tests {
             Some((KeyType::Stream, None))
         );
         assert!(matches!(classify(&pika35, &l("hash", -2, true), &opts), Class::Gone));
+        // Pika 3.x: PTTL 0 is a key in its last second, expiring now (whole seconds).
+        assert_eq!(
+            read(classify(&pika35, &l("hash", 0, true), &opts)),
+            Some((KeyType::Hash, Some(1_000)))
+        );
         assert!(matches!(
             classify(&ServerKind::Redis, &l("none", -2, false), &opts),
             Class::Gone

@@ -141,12 +141,19 @@ pub struct Lane {
     name: String,
     conn: redis::Connection,
     run_id: Option<String>,
+    /// The connection's CLIENT ID, to kill it after a loss (see recover).
+    client_id: Option<i64>,
     /// Failed keys whose last command was answered, to delete.
     failed_done: Vec<Vec<u8>>,
     /// Connections to other cluster nodes, opened to follow redirects.
     others: Vec<(String, redis::Connection)>,
     /// A second connection to the same node, to retry a command after TRYAGAIN.
     side: Option<redis::Connection>,
+}
+
+/// The connection's id on the server (CLIENT ID), where it has one.
+fn client_id(conn: &mut redis::Connection) -> Option<i64> {
+    redis::cmd("CLIENT").arg("ID").query(conn).ok()
 }
 
 fn run_id(conn: &mut redis::Connection) -> Option<String> {
@@ -186,11 +193,13 @@ impl Lane {
             name,
             conn,
             run_id: None,
+            client_id: None,
             failed_done: Vec::new(),
             others: Vec::new(),
             side: None,
         };
         lane.run_id = run_id(&mut lane.conn);
+        lane.client_id = client_id(&mut lane.conn);
         Ok(lane)
     }
 
@@ -228,6 +237,18 @@ impl Lane {
                 Ok(mut conn) => {
                     let id = run_id(&mut conn);
                     let restarted = id.is_none() || id != self.run_id;
+                    // The old connection may still hold commands the server has read but not
+                    // yet run (it runs them before it notices the close): once killed, it runs
+                    // none, so what LLEN says next stays true (a push is neither lost nor
+                    // doubled). Not there any more, or no CLIENT KILL ID: nothing to do.
+                    if let (Some(old), false) = (self.client_id, restarted) {
+                        let _ = redis::cmd("CLIENT")
+                            .arg("KILL")
+                            .arg("ID")
+                            .arg(old)
+                            .query::<redis::Value>(&mut conn);
+                    }
+                    self.client_id = client_id(&mut conn);
                     (self.conn, self.run_id) = (conn, id);
                     return Ok(restarted);
                 }
