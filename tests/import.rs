@@ -343,13 +343,31 @@ fn dry_run_writes_nothing_and_resp_feeds_redis_cli() {
 
 /// Flips a byte inside the first data block of the snapshot's shard for db 0.
 fn corrupt_first_block(snap: &str) -> PathBuf {
+    corrupt_block(snap, |_| 0).0
+}
+
+/// Flips a byte inside block `which(blocks)` of the first shard file; returns the file and the
+/// block.
+fn corrupt_block(snap: &str, which: impl Fn(usize) -> usize) -> (PathBuf, usize) {
     let file = Path::new(snap).join("src0-db0.0000.kvf");
     let mut b = std::fs::read(&file).unwrap();
     let r = kvferry::format::reader::ShardReader::open(&file).unwrap();
-    let off = r.trailer().blocks[0].offset() as usize + 40;
+    let block = which(r.trailer().blocks.len());
+    let off = r.trailer().blocks[block].offset() as usize + 40;
     b[off] ^= 0xff;
     std::fs::write(&file, b).unwrap();
-    file
+    (file, block)
+}
+
+/// A source with 3000 strings of 1000 bytes (enough for several blocks), and its snapshot.
+fn several_blocks(dir: &Path) -> (Server, String) {
+    let s = Server::source();
+    let mut c = s.conn();
+    for i in 0..3000 {
+        let _: () = c.set(format!("k{i:05}"), "v".repeat(1000)).unwrap();
+    }
+    let snap = export(&s, dir);
+    (s, snap)
 }
 
 /// `--no-check` imports without the check before writing: a damaged block then stops the import
@@ -357,25 +375,17 @@ fn corrupt_first_block(snap: &str) -> PathBuf {
 /// 1008 keys); with --skip-corrupt-blocks the rest is imported and the lost keys counted.
 #[test]
 fn no_check_counts_what_it_wrote_before_a_damaged_block() {
-    let s = Server::source();
-    let mut c = s.conn();
-    for i in 0..3000 {
-        let _: () = c.set(format!("k{i:05}"), "v".repeat(1000)).unwrap();
-    }
     let dir = tempfile::tempdir().unwrap();
-    let snap = export(&s, dir.path());
-    let file = Path::new(&snap).join("src0-db0.0000.kvf");
-    let mut b = std::fs::read(&file).unwrap();
-    let r = kvferry::format::reader::ShardReader::open(&file).unwrap();
-    let blocks = r.trailer().blocks.len();
-    assert!(blocks >= 3, "several blocks: {blocks}");
-    b[r.trailer().blocks[blocks / 2].offset() as usize + 40] ^= 0xff;
-    std::fs::write(&file, b).unwrap();
+    let (_s, snap) = several_blocks(dir.path());
+    let (_, block) = corrupt_block(&snap, |blocks| {
+        assert!(blocks >= 3, "several blocks: {blocks}");
+        blocks / 2
+    });
     let t = Server::target();
     let rep = dir.path().join("r.json");
     let o = import(&snap, &t, &["--no-check", "--report", rep.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains(&format!("block {}", blocks / 2)), "{}", text(&o));
+    assert!(text(&o).contains(&format!("block {block}")), "{}", text(&o));
     let written = sum(&report(&rep)["shards"][0]["written"]);
     let n = t.key_count(0);
     assert!(n > 0 && n < 3000, "stopped part way: {n}");
@@ -396,14 +406,8 @@ fn no_check_counts_what_it_wrote_before_a_damaged_block() {
 
 #[test]
 fn a_corrupt_block_is_refused_before_writing_or_skipped_and_listed() {
-    let s = Server::source();
-    let mut c = s.conn();
-    // Enough keys for several blocks.
-    for i in 0..3000 {
-        let _: () = c.set(format!("k{i:05}"), "v".repeat(1000)).unwrap();
-    }
     let dir = tempfile::tempdir().unwrap();
-    let snap = export(&s, dir.path());
+    let (_s, snap) = several_blocks(dir.path());
     let file = corrupt_first_block(&snap);
     let t = Server::target();
     let o = import(&snap, &t, &[]);
