@@ -344,33 +344,8 @@ fn cut_connections_lose_nothing() {
     let s = Server::start(Kind::Redis, &[]);
     populate(&s);
     let dir = tempfile::tempdir().unwrap();
-    let snap = dir.path().join("snap").to_string_lossy().into_owned();
-    let source = support::Proxy::start(s.port, support::Fault::Cut(2 << 20));
-    let via = format!("redis://127.0.0.1:{}", source.port);
-    let o = kvferry(&[
-        "export",
-        "--source",
-        &via,
-        "--db",
-        "0,2",
-        "--out",
-        &snap,
-        "--progress",
-        "none",
-        "--report",
-        dir.path().join("e.json").to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let r = kvferry(&["verify", &snap, "--source", &s.url(), "--progress", "none"]);
-    assert_eq!(r.status.code(), Some(0), "the snapshot equals the source: {}", text(&r));
-    // A key cut in the middle of its own reads goes on where it was, on a new connection: each
-    // key is in the snapshot once.
-    let total = s.key_count(0) + s.key_count(2);
-    assert_eq!(manifest_keys(Path::new(&snap)), total, "each key once");
-    assert!(
-        reconnects(&snap_report(&dir, "e.json")) > 0,
-        "the proxy cut connections"
-    );
+    // A key cut in the middle of its own reads goes on where it was, on a new connection.
+    let snap = export_through(&s, support::Fault::Cut(2 << 20), &[], &dir);
     let t = Server::start(Kind::Redis, &[]);
     // One connection, cut every 1.5 MiB: more than the biggest command (an RPUSH of 100,000
     // elements, 1.1 MiB), less than a shard.
@@ -409,6 +384,40 @@ fn cut_connections_lose_nothing() {
     );
 }
 
+/// Exports dbs 0 and 2 of `s` through a proxy injecting `fault` into `dir/snap`: the export
+/// succeeds after reconnecting, each key is in the snapshot once, and verify finds it equal to
+/// the source. Returns the snapshot's path.
+fn export_through(s: &Server, fault: support::Fault, extra: &[&str], dir: &tempfile::TempDir) -> String {
+    let snap = dir.path().join("snap").to_string_lossy().into_owned();
+    let source = support::Proxy::start(s.port, fault);
+    let via = format!("redis://127.0.0.1:{}", source.port);
+    let report = dir.path().join("e.json").to_string_lossy().into_owned();
+    let args = [
+        "export",
+        "--source",
+        &via,
+        "--db",
+        "0,2",
+        "--out",
+        &snap,
+        "--progress",
+        "none",
+        "--report",
+        &report,
+    ];
+    let o = kvferry(&[&args[..], extra].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        reconnects(&snap_report(dir, "e.json")) > 0,
+        "the proxy's fault made it reconnect"
+    );
+    let total = s.key_count(0) + s.key_count(2);
+    assert_eq!(manifest_keys(Path::new(&snap)), total, "each key once");
+    let r = kvferry(&["verify", &snap, "--source", &s.url(), "--progress", "none"]);
+    assert_eq!(r.status.code(), Some(0), "the snapshot equals the source: {}", text(&r));
+    snap
+}
+
 fn snap_report(dir: &tempfile::TempDir, name: &str) -> J {
     serde_json::from_slice(&std::fs::read(dir.path().join(name)).unwrap()).unwrap()
 }
@@ -432,31 +441,8 @@ fn delayed_replies_lose_nothing() {
     let s = Server::start(Kind::Redis, &[]);
     populate(&s);
     let dir = tempfile::tempdir().unwrap();
-    let snap = dir.path().join("snap").to_string_lossy().into_owned();
     let slow = Duration::from_millis(1500);
-    let source = support::Proxy::start(s.port, support::Fault::Delay(40, slow));
-    let via = format!("redis://127.0.0.1:{}", source.port);
-    let o = kvferry(&[
-        "export",
-        "--source",
-        &via,
-        "--db",
-        "0,2",
-        "--out",
-        &snap,
-        "--read-timeout",
-        "1",
-        "--progress",
-        "none",
-        "--report",
-        dir.path().join("e.json").to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(reconnects(&snap_report(&dir, "e.json")) > 0, "replies came too late");
-    let total = s.key_count(0) + s.key_count(2);
-    assert_eq!(manifest_keys(Path::new(&snap)), total, "each key once");
-    let r = kvferry(&["verify", &snap, "--source", &s.url(), "--progress", "none"]);
-    assert_eq!(r.status.code(), Some(0), "the snapshot equals the source: {}", text(&r));
+    let snap = export_through(&s, support::Fault::Delay(40, slow), &["--read-timeout", "1"], &dir);
     let t = Server::start(Kind::Redis, &[]);
     // Replies to writes are short: a few pieces per connection (and fewer than 16 for the
     // checks before writing, which stop the import when they get no reply).
