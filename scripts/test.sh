@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's whole test run: what README.md calls "the tests" and what CI runs.
 # Needs: the Rust toolchain with rustfmt and clippy, the zstd command, python3 with msgpack and zstandard
-# (pip install msgpack zstandard), redis-server on PATH for tests that start servers.
+# (pip install msgpack zstandard), redis-server and redis-cli on PATH for tests that start servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== cargo fmt --check"
@@ -12,4 +12,6 @@ echo "== cargo test"
 cargo test --locked
 echo "== independent reference reader (format-spec/reference) against fixtures/"
 python3 format-spec/reference/run_fixtures.py fixtures
+echo "== the README's quick start (scripts/quickstart.sh, on the debug build)"
+scripts/quickstart.sh --debug
 echo "== all tests passed"

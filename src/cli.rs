@@ -37,6 +37,11 @@ pub enum Command {
         after_help = "Examples:\n  kvferry verify /backups/snap --target redis://10.0.0.9:6666 --report diff.jsonl\n  kvferry verify /backups/snap --target redis://kvrocks:6666 --namespace-map 0=env:NS0_TOKEN --sample 0.01\n  kvferry verify /backups/snap --target redis://10.0.0.9:6666 --extra   # also keys the snapshot lacks\n  kvferry verify /backups/snap --source redis://10.0.0.5:9221          # drift of the source since the export\n\nUse the mapping options of the import. Keys that expired by now are expected to be absent. Big keys\nare compared part by part.\nExit code 0: identical. 1: differences (each named in the summary and --report). 2: could not verify."
     )]
     Verify(Box<cmd::verify::Args>),
+    /// Export, import and verify as one pipeline: stream every key from source to target, with no files.
+    #[command(
+        after_help = "Examples:\n  kvferry migrate --source redis://10.0.0.5:9221 --target redis://10.0.0.9:6666 --dry-run\n  kvferry migrate --source redis://10.0.0.5:9221 --target redis://10.0.0.9:6666 --report migrate.json\n  kvferry migrate --source redis://pika:9221 --target redis://kvrocks:6666 --namespace-map 0=env:NS0_TOKEN,1=env:NS1_TOKEN\n  kvferry migrate --source redis://10.0.0.5:9221 --target redis://10.0.0.9:6666 --resume   # continue a killed or failed run\n  kvferry migrate --source redis://10.0.0.5:9221 --target redis://10.0.0.9:6666 --via /backups/snap   # keep a snapshot too\n  kvferry migrate --source redis://10.0.0.5:9221 --target redis://10.0.0.9:6666 --max-ops-per-sec 20000   # beside production traffic\n\nEach source x database is a shard; records go from the source's reads to the target's writes\nwith the filters of export and the mapping and conflict rules of import. Checkpoints (every\n5 s, of what the target has acknowledged) are kept in --state DIR, by default under\n~/.local/state/kvferry; after a kill or an error, run the same command with --resume. At the\nend the source is read again and every key compared with the target (--no-verify skips it).\nExit code 0: every key written and verified. 1: some keys failed or differ (listed by name). 2: error."
+    )]
+    Migrate(Box<cmd::migrate::Args>),
     /// Summarise a snapshot: shards, keys per type and db, sizes, expiry, biggest keys.
     #[command(
         after_help = "Examples:\n  kvferry inspect /backups/pika-2026-11-24\n  kvferry inspect /backups/pika-2026-11-24 --json | jq .totals\n\nReads only the manifest and each file's header and trailer, so it is instant on any size.\nRun `kvferry check` to verify the data itself."
@@ -61,6 +66,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Export(a) => cmd::export::run(*a),
         Command::Import(a) => cmd::import::run(*a),
         Command::Verify(a) => cmd::verify::run(*a),
+        Command::Migrate(a) => cmd::migrate::run(*a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Cat(a) => cmd::cat::run(a),
         Command::Check(a) => cmd::check::run(a),

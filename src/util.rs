@@ -125,6 +125,33 @@ pub fn check_report_path(path: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A key that was not exported, written or verified, by name, and why.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key, rendered as in `kvferry cat` (UTF-8, or base64).
+    pub key: serde_json::Value,
+    pub reason: String,
+}
+
+/// A key as JSON, rendered as in `kvferry cat` (a string when UTF-8, else `{"base64": ...}`).
+pub fn key_json(k: &[u8]) -> serde_json::Value {
+    let mut s = String::new();
+    crate::format::render::bytes(&mut s, k);
+    serde_json::from_str(&s).expect("BUG: render::bytes writes valid JSON")
+}
+
+/// The key [`key_json`] rendered.
+pub fn key_from_json(v: &serde_json::Value) -> Option<Vec<u8>> {
+    use base64::Engine;
+    match v {
+        serde_json::Value::String(s) => Some(s.as_bytes().to_vec()),
+        serde_json::Value::Object(m) => base64::engine::general_purpose::STANDARD
+            .decode(m.get("base64")?.as_str()?)
+            .ok(),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -138,5 +165,12 @@ mod tests {
     fn human_bytes_picks_units() {
         assert_eq!(super::human_bytes(10), "10 B");
         assert_eq!(super::human_bytes(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn keys_round_trip_through_json() {
+        for k in [&b"plain"[..], b"\xff\x00bin", b""] {
+            assert_eq!(super::key_from_json(&super::key_json(k)).as_deref(), Some(k));
+        }
     }
 }

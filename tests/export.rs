@@ -169,7 +169,7 @@ fn exports_every_type_and_database_exactly() {
         .unwrap();
     assert_eq!(db0["keys_by_type"]["string"], 5);
     assert_eq!(db0["failed"], json!([]));
-    let databases = kvferry::source::describe(&s.url(), &mut s.conn())
+    let databases = kvferry::server::describe(&s.url(), &mut s.conn())
         .unwrap()
         .databases
         .len();

@@ -3,7 +3,7 @@
 //! can be replayed (`KVFERRY_FAULT_SEED=N`). `KVFERRY_FAULT_POINTS` sets how many kill points
 //! each kill test tries (default 20). docs/reliability.md has the matrix and what it showed.
 //!
-//! - kill -9 of export and of import at seeded moments, each followed by `--resume`: the result
+//! - kill -9 of export, import and migrate at seeded moments, each followed by `--resume`: the result
 //!   equals the source (no key lost, none twice, no list element twice), and the manifest counts
 //!   each key once;
 //! - seeded single-byte flips and truncations of snapshot files: `check` and `import` refuse
@@ -126,14 +126,19 @@ fn kill_after(args: &[String], after: Duration) -> Option<Duration> {
 /// The seeded kill moments: each run is killed at a seeded fraction of a whole run's time, as
 /// first measured and lowered whenever a run ends before its moment (a machine whose load drops
 /// runs faster), until `points()` runs were killed mid-way; `attempt` runs, kills and checks one.
-fn kill_at_seeded_points(rng: &mut Rng, whole: Duration, mut attempt: impl FnMut(Duration) -> Option<Duration>) {
+fn kill_at_seeded_points(
+    rng: &mut Rng,
+    whole: Duration,
+    points: u64,
+    mut attempt: impl FnMut(Duration) -> Option<Duration>,
+) {
     let mut whole = whole;
     let mut killed = 0;
     let mut runs = 0;
-    while killed < points() {
+    while killed < points {
         runs += 1;
         assert!(
-            runs <= 3 * points(),
+            runs <= 3 * points,
             "the kill points land during the run: {killed} of {runs} did"
         );
         let after = whole.mul_f64(0.05 + 0.9 * (rng.below(1000) as f64 / 1000.0));
@@ -171,7 +176,7 @@ fn export_killed_at_seeded_points_resumes_exactly() {
     };
     let slow = |args: &[String]| [args, &["--max-ops-per-sec".into(), "20000".into()]].concat();
     let whole = run_time(&slow(&args(0).0));
-    kill_at_seeded_points(&mut rng, whole, |after| {
+    kill_at_seeded_points(&mut rng, whole, points(), |after| {
         point += 1;
         let (args, snap) = args(point);
         let ended = kill_after(&slow(&args), after);
@@ -252,7 +257,7 @@ fn import_killed_at_seeded_points_resumes_exactly() {
     };
     let whole = run_time(&slow(&args(&Server::start(Kind::Redis, &[]), 0)));
     let mut point = 0;
-    kill_at_seeded_points(&mut rng, whole, |after| {
+    kill_at_seeded_points(&mut rng, whole, points(), |after| {
         point += 1;
         let t = Server::start(Kind::Redis, &[]);
         let args = args(&t, point);
@@ -266,6 +271,68 @@ fn import_killed_at_seeded_points_resumes_exactly() {
         );
         let why = format!("seed {} point {point} (killed after {after:?})", seed());
         assert_eq!(o.status.code(), Some(0), "{why}: {}", text(&o));
+        assert_same(&s, 0, &t, 0);
+        assert_same(&s, 2, &t, 2);
+        ended
+    });
+}
+
+/// kill -9 of a migration at seeded moments, then `--resume`: the target equals the source,
+/// with no list element pushed twice and no key lost, and the resumed run's verify finds
+/// nothing.
+#[test]
+fn migrate_killed_at_seeded_points_resumes_exactly() {
+    let s = Server::start(Kind::Redis, &[]);
+    populate(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng::new(seed() ^ 0x316);
+    let args = |t: &Server, point: u32| -> Vec<String> {
+        let state = dir.path().join(format!("state{point}")).to_string_lossy().into_owned();
+        [
+            "migrate",
+            "--source",
+            &s.url(),
+            "--target",
+            &t.url(),
+            "--db",
+            "0,2",
+            "--db-map",
+            "0=0,2=2",
+            "--state",
+            &state,
+            "--progress",
+            "none",
+            "--checkpoint-secs",
+            "0.1",
+            "--max-ops-per-sec",
+            "3000",
+            "--pipeline",
+            "20",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let no_verify = |args: &[String]| [args, &["--no-verify".to_string()]].concat();
+    let whole = run_time(&no_verify(&args(&Server::start(Kind::Redis, &[]), 0)));
+    let mut point = 0;
+    // Half the points of export and import: a migration is an export and an import in one,
+    // whose kill points those tests cover apart.
+    kill_at_seeded_points(&mut rng, whole, points().div_ceil(2), |after| {
+        point += 1;
+        let t = Server::start(Kind::Redis, &[]);
+        let args = args(&t, point);
+        let ended = kill_after(&no_verify(&args), after);
+        let o = kvferry(
+            &[&args[..], &["--resume".to_string()]]
+                .concat()
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        let why = format!("seed {} point {point} (killed after {after:?})", seed());
+        assert_eq!(o.status.code(), Some(0), "{why}: {}", text(&o));
+        assert!(text(&o).contains(", 0 differences"), "{why}: {}", text(&o));
         assert_same(&s, 0, &t, 0);
         assert_same(&s, 2, &t, 2);
         ended

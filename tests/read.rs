@@ -166,7 +166,7 @@ fn streams_with_groups_and_pending_entries() {
     let s = Server::source();
     let mut c = s.conn();
     let info: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
-    let kind = kvferry::source::conn::describe(&s.url(), &mut c).unwrap().kind;
+    let kind = kvferry::server::conn::describe(&s.url(), &mut c).unwrap().kind;
     let opts = ReadOptions {
         part_bytes: 1000,
         page: 100,
@@ -249,7 +249,7 @@ fn the_pika_options_never_ask_for_consumer_groups() {
         .query(&mut c)
         .unwrap();
     support::group_with_a_pending_entry(&mut c, "st");
-    let opts = ReadOptions::default().for_server(&kvferry::source::ServerKind::Pika(4, 0, 1));
+    let opts = ReadOptions::default().for_server(&kvferry::server::ServerKind::Pika(4, 0, 1));
     let (o, lines) = read(&s, b"st", KeyType::Stream, opts);
     assert!(matches!(o, Outcome::Read { elements: 1, .. }), "{o:?}");
     assert_eq!(lines.last().unwrap()["value"]["meta"]["groups"], serde_json::json!([]));

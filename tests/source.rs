@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use kvferry::endpoint::Endpoint;
-use kvferry::source::{connect, describe, ServerKind};
+use kvferry::server::endpoint::Endpoint;
+use kvferry::server::{connect, describe, ServerKind};
 use support::{Kind, Server};
 
 #[test]

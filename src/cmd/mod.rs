@@ -5,9 +5,10 @@ pub mod check;
 pub mod export;
 pub mod import;
 pub mod inspect;
+pub mod migrate;
 pub mod verify;
 
-use crate::source::scan::Problem;
+use crate::util::Problem;
 
 /// Writes the first keys of `list` to a summary as `  WHAT KEY: REASON`, and how many more the
 /// `--report` holds (or would hold, without one): a summary stays readable with a million

@@ -167,6 +167,29 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The shards named by `--shard` (all when none), by index in the manifest.
+    pub fn select(&self, ids: &[String]) -> anyhow::Result<Vec<usize>> {
+        if ids.is_empty() {
+            return Ok((0..self.manifest.shards.len()).collect());
+        }
+        ids.iter()
+            .map(|id| {
+                self.manifest.shards.iter().position(|s| &s.id == id).ok_or_else(|| {
+                    let all: Vec<&str> = self.manifest.shards.iter().map(|s| s.id.as_str()).collect();
+                    anyhow::anyhow!(
+                        "--shard {id}: the snapshot has no such shard (it has {})",
+                        all.join(", ")
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The database of each of `shards` (indexes in the manifest), in order.
+    pub fn dbs(&self, shards: &[usize]) -> Vec<u32> {
+        shards.iter().map(|&i| self.manifest.shards[i].db).collect()
+    }
+
     /// Reads and validates `DIR/MANIFEST.json` (F-SNAP-2..4). Files are checked when opened.
     pub fn open(dir: &Path) -> Result<Snapshot, SnapshotError> {
         let path = dir.join(MANIFEST_NAME);

@@ -16,32 +16,110 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use anyhow::anyhow;
 use redis::ConnectionLike;
 
-use super::conn::ServerKind;
-use super::link::{is_connection_error, is_timeout, stuck, Link, TIMEOUT_RETRIES};
-use super::scan::{list_types, read_listed, DbReport, Out, Position, ScanOptions};
-use super::throttle::Throttle;
-use crate::format::record::{KeyRecord, KeyType};
+use super::keys::{read_listed, DbReport};
+use super::list::{list_types, Lister, Page, Position, ScanLister, ScanOptions};
+use super::pika::RangeLister;
+use crate::format::record::KeyRecord;
+use crate::server::conn::ServerKind;
+use crate::server::link::{is_connection_error, is_timeout, stuck, Link, TIMEOUT_RETRIES};
+use crate::server::throttle::Throttle;
 
-/// A page of listed keys and where the enumeration stands after it.
-pub(crate) struct Page {
-    pub keys: Vec<Vec<u8>>,
-    /// The keys' type when the listing gives it (Pika's per-type scans); else TYPE is asked.
-    pub ty: Option<KeyType>,
-    /// Keys listed, including those filtered out.
-    pub listed: u64,
-    pub filtered: u64,
-    pub at: Position,
+/// Where an export goes: its records, and the end of every page, when everything listed before
+/// `next` has been handed to `record` and no key is half-written, so the caller may checkpoint.
+pub trait Out {
+    /// Called from the reader threads, one key at a time.
+    fn record(&mut self, r: &KeyRecord) -> anyhow::Result<()>;
+    /// `keys`: keys listed on the page (exported, skipped or gone). `report`: all pages so far.
+    /// `quiet`: every page listed so far is complete, so the records written are exactly those
+    /// of the pages up to `next`: the only moment a checkpoint is exact (a resume from it
+    /// writes no key twice, issue 11).
+    fn page(&mut self, keys: u64, next: &Position, report: &DbReport, quiet: bool) -> anyhow::Result<()>;
+    /// A checkpoint is wanted: the listing stops handing out pages until a quiet one.
+    fn checkpoint_due(&self) -> bool;
+    /// The enumeration starts over from the first key (the server restarted and its cursor is
+    /// void): forget every record written, so no key is in the shard twice.
+    fn start_over(&mut self) -> anyhow::Result<()>;
 }
 
-/// An enumeration of a database's keys.
-pub(crate) trait Lister {
-    /// The next page, or None when every key was listed.
-    fn next(&mut self, conn: &mut dyn ConnectionLike) -> anyhow::Result<Option<Page>>;
-    /// The listing connection was re-established (`restarted`: the server restarted meanwhile,
-    /// now with `run_id`). Returns true when the enumeration starts over.
-    fn reconnected(&mut self, restarted: bool, run_id: Option<&str>) -> bool;
+/// Exports database `db` of the server behind `link` into `out`, from the start or from where an
+/// earlier run stopped (`from`: its position and report), reading with `opts.readers`
+/// connections besides `link`. On Pika with range scans, enumerates with them
+/// (pika.rs); otherwise with SCAN. A lost connection is recovered: the page is done again from
+/// the same cursor; after a restart of the server (SCAN cursors do not survive one: Redis' hash
+/// seed changes, Pika restarts them silently, SERVERS.md) the database is scanned again from the
+/// start. Keys exported twice are resolved by F-PART-3 (the last occurrence wins), and the report
+/// counts each key once: page counts join it only when the page is complete, and a rescan
+/// starts it afresh.
+pub fn export_db(
+    link: &mut Link,
+    throttle: &Throttle,
+    db: u32,
+    opts: &ScanOptions,
+    from: Option<(Position, DbReport)>,
+    out: &mut (dyn Out + Send),
+) -> anyhow::Result<DbReport> {
+    link.select(db)?;
+    let kind = link.server.kind.clone();
+    let opts = &ScanOptions {
+        read: opts.read.for_server(&kind),
+        ..opts.clone()
+    };
+    if matches!(kind, ServerKind::Pika(..)) && super::pika::has_range_scan(&mut link.conn(throttle)) {
+        let (at, report) = match from {
+            None => (None, DbReport::default()),
+            Some((Position::Range { pass, start }, report)) => {
+                let start = hex::decode(&start).map_err(|_| anyhow!("the checkpoint's range position is damaged"))?;
+                (Some((pass, start)), report)
+            }
+            // A checkpoint taken with SCAN (the server lacked range scans then): start over.
+            Some((Position::Scan { .. }, report)) => {
+                out.start_over()?;
+                (None, rescan(&report))
+            }
+        };
+        let mut lister = RangeLister::new(&kind, opts, at);
+        return drive(link, throttle, db, opts, &mut lister, report, out);
+    }
+    let run_id = link.run_id().map(str::to_string);
+    // A checkpoint is taken after a page, so a checkpointed cursor 0 is the end of the scan
+    // (SCAN's last reply), not its start: the listing is done.
+    let (report, cursor, done) = match from {
+        None => (DbReport::default(), b"0".to_vec(), false),
+        Some((Position::Range { .. }, _)) => {
+            return Err(anyhow!(
+                "the checkpoint was taken with Pika's range scans, which this server does not answer"
+            ))
+        }
+        Some((Position::Scan { cursor, run_id: was }, report)) => {
+            if was.is_some() && was == run_id {
+                let done = cursor == "0";
+                (report, cursor.into_bytes(), done)
+            } else {
+                out.start_over()?;
+                (rescan(&report), b"0".to_vec(), false)
+            }
+        }
+    };
+    let mut lister = ScanLister {
+        cursor,
+        run_id,
+        opts,
+        pika: matches!(kind, ServerKind::Pika(..)),
+        done,
+    };
+    drive(link, throttle, db, opts, &mut lister, report, out)
+}
+
+/// The report to start a rescan with: the counts start afresh, the fault counters go on.
+fn rescan(r: &DbReport) -> DbReport {
+    DbReport {
+        rescans: r.rescans + 1,
+        reconnects: r.reconnects,
+        ..DbReport::default()
+    }
 }
 
 struct Job {

@@ -18,11 +18,11 @@
 use anyhow::{anyhow, Context};
 use redis::ConnectionLike;
 
-use super::conn::ServerKind;
-use super::drive::{Lister, Page};
-use super::scan::{filter, DbReport, Listed, Position, ScanOptions};
+use super::list::{filter, Listed, Lister, Page, Position, ScanOptions};
 use crate::format::consts::FLAG_MULTI_TYPE;
 use crate::format::record::KeyType;
+use crate::server::conn::ServerKind;
+use crate::util::now_ms;
 
 /// The passes, in order: one range scan per type, then streams.
 const PASSES: [KeyType; 6] = [
@@ -46,12 +46,6 @@ pub fn has_range_scan(conn: &mut dyn ConnectionLike) -> bool {
         .is_ok()
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The range-scan enumeration: pass by pass (a type, then streams), each from a start key.
 /// Positions are keys, so they hold across restarts of the server and of kvferry.
 pub(crate) struct RangeLister<'o> {
@@ -64,37 +58,16 @@ pub(crate) struct RangeLister<'o> {
 }
 
 impl<'o> RangeLister<'o> {
-    /// Starts at the beginning, or where checkpoint `from` says, with its report.
-    pub fn new(
-        kind: &ServerKind,
-        opts: &'o ScanOptions,
-        from: Option<(Position, DbReport)>,
-    ) -> anyhow::Result<(RangeLister<'o>, DbReport)> {
-        let (report, pass, start) = match from {
-            None => (DbReport::default(), 0, Vec::new()),
-            Some((Position::Range { pass, start }, report)) => {
-                let start = hex::decode(&start).map_err(|_| anyhow!("the checkpoint's range position is damaged"))?;
-                (report, pass, start)
-            }
-            // A checkpoint taken with SCAN (the server lacked range scans then): start over.
-            Some((Position::Scan { .. }, r)) => (
-                DbReport {
-                    rescans: r.rescans + 1,
-                    reconnects: r.reconnects,
-                    ..DbReport::default()
-                },
-                0,
-                Vec::new(),
-            ),
-        };
-        let lister = RangeLister {
+    /// Starts at the beginning, or at `at` (a pass and a start key, from a checkpoint).
+    pub fn new(kind: &ServerKind, opts: &'o ScanOptions, at: Option<(usize, Vec<u8>)>) -> RangeLister<'o> {
+        let (pass, start) = at.unwrap_or_default();
+        RangeLister {
             opts,
             kind: kind.clone(),
             pass,
             start,
             streams: None,
-        };
-        Ok((lister, report))
+        }
     }
 
     fn wanted(&self, ty: KeyType) -> bool {

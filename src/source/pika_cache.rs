@@ -13,8 +13,8 @@
 
 use anyhow::{anyhow, bail, Context};
 
-use super::conn::{connect, Server, ServerKind};
-use crate::endpoint::Endpoint;
+use crate::server::conn::{connect, Server, ServerKind};
+use crate::server::endpoint::Endpoint;
 
 /// The cache mode of a Pika 3.x whose TTL reads are unsafe (`cache-model` other than 0); None
 /// for other servers and for Pika 3.x without a cache.

@@ -9,11 +9,11 @@
 use anyhow::{anyhow, Context};
 use redis::{ConnectionLike, Value as RV};
 
-use super::conn::ServerKind;
 use crate::format::consts::FLAG_LAST;
 use crate::format::record::{
     KeyRecord, KeyType, StreamConsumer, StreamEntry, StreamGroup, StreamId, StreamMeta, StreamPending, Value,
 };
+use crate::server::conn::ServerKind;
 
 /// Sizes of what is read and written at a time.
 #[derive(Clone, Copy, Debug)]

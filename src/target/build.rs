@@ -5,7 +5,7 @@
 
 use super::resp::{self, bulk, bulk_len, header};
 use crate::format::record::{KeyRecord, StreamEntry, StreamId, StreamMeta, Value};
-use crate::source::conn::ServerKind;
+use crate::server::conn::ServerKind;
 
 /// How the target sets an expiry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

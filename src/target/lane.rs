@@ -22,10 +22,10 @@ use super::build::{Op, WCmd};
 use super::cluster::Redirect;
 use super::skiplog::SkipLog;
 use super::track::{Counts, Outcome, Tracker};
-use crate::endpoint::Endpoint;
 use crate::format::KeyType;
 use crate::progress::Task;
-use crate::source::throttle::Throttle;
+use crate::server::endpoint::Endpoint;
+use crate::server::throttle::Throttle;
 
 /// Batches a connection sends before it reads the replies of the first (see [`Lane::work`]).
 const IN_FLIGHT: usize = 2;
@@ -205,7 +205,7 @@ impl Lane {
 
     fn connect(conf: &LaneConf, timeout: Duration) -> anyhow::Result<redis::Connection> {
         let name = conf.endpoint.name();
-        let mut conn = crate::source::conn::connect(&conf.endpoint, timeout)?;
+        let mut conn = crate::server::conn::connect(&conf.endpoint, timeout)?;
         // A reply that does not come in --read-timeout counts as a lost connection: the lane
         // reconnects and resends what was not acknowledged.
         conn.set_read_timeout(Some(conf.endpoint.read_timeout())).ok();

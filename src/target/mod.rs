@@ -1,9 +1,12 @@
-//! The target side: turning records into write commands ([`build`], [`resp`]) and writing them
+//! The target side: where records go ([`dest`]: mapping, connecting, routing), turning them
+//! into write commands ([`build`], [`resp`]) and writing them
 //! through pipelined connections ([`lane`]) whose acknowledgements a [`track::Tracker`] counts
 //! per block, for checkpoints. It knows nothing of files or snapshots.
 
 pub mod build;
 pub mod cluster;
+pub mod dest;
+pub mod dispatch;
 pub mod lane;
 pub mod probe;
 pub mod resp;

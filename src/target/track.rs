@@ -12,7 +12,7 @@ use std::sync::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::format::KeyType;
-use crate::source::scan::{key_json, Problem};
+use crate::util::{key_json, Problem};
 
 /// Where to (re)start reading a shard: the first record to process.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -289,6 +289,17 @@ impl Tracker {
         while !g.blocks.is_empty() {
             g = self.done.wait(g).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Forgets the counts and choices of every block done (the records are to come again:
+    /// a migration whose source restarted lists it again from the first key). Call it with no
+    /// block open.
+    pub fn forget(&self) {
+        let mut g = self.lock();
+        debug_assert!(g.blocks.is_empty());
+        g.committed = Counts::default();
+        g.chosen.clear();
+        g.chosen_pending.clear();
     }
 
     /// Blocks opened and not yet done.

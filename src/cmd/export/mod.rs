@@ -2,7 +2,7 @@
 //! source × database, and writes the manifest last (F-SNAP-2), so an interrupted export never
 //! looks complete.
 
-mod shard;
+pub(crate) mod shard;
 mod state;
 
 use std::io::Write;
@@ -13,30 +13,24 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
-use crate::endpoint::Endpoint;
 use crate::format::snapshot::{write_manifest, Manifest, SnapshotOptions};
 use crate::format::{consts::MANIFEST_NAME, KeyType};
 use crate::interrupt::Interrupted;
 use crate::progress::{Mode, Progress};
-use crate::source::conn::{connect, describe, redact};
-use crate::source::link::Link;
+use crate::server::conn::{connect, describe, redact};
+use crate::server::endpoint::Endpoint;
+use crate::server::link::Link;
+use crate::server::throttle::Throttle;
 use crate::source::pika_cache::CacheOff;
 use crate::source::read::ReadOptions;
-use crate::source::scan::ScanOptions;
-use crate::source::throttle::Throttle;
+use crate::source::ScanOptions;
 use shard::{Cancelled, ShardReport};
 use state::{Options, PlannedShard, RunState};
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    /// Source server, redis://[user:pass@]host:port; repeat for several (e.g. every Pika of a
-    /// Codis deployment). Each source × database becomes a shard.
-    #[arg(long = "source", required = true)]
-    pub sources: Vec<String>,
-    /// Directory to write the snapshot into (created; must not hold a snapshot already).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Databases to export: `all` or a list such as `0,3`.
+/// What to read from the sources (shared by export and migrate).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SelectArgs {
+    /// Databases to read: `all` or a list such as `0,3`.
     #[arg(long, default_value = "all")]
     pub db: String,
     /// Only keys matching this glob (SCAN MATCH).
@@ -51,6 +45,19 @@ pub struct Args {
     /// Report keys of types kvferry does not know as skipped, instead of failing them.
     #[arg(long)]
     pub skip_unknown_types: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Source server, redis://[user:pass@]host:port; repeat for several (e.g. every Pika of a
+    /// Codis deployment). Each source × database becomes a shard.
+    #[arg(long = "source", required = true)]
+    pub sources: Vec<String>,
+    /// Directory to write the snapshot into (created; must not hold a snapshot already).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Send at most this many commands per second to the sources (all shards together), so the
     /// export can run beside production traffic.
     #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..))]
@@ -75,7 +82,7 @@ pub struct Args {
     #[arg(long)]
     pub report: Option<PathBuf>,
     #[command(flatten)]
-    pub connect: crate::endpoint::ConnectArgs,
+    pub connect: crate::server::endpoint::ConnectArgs,
     /// Compare every read with the key's length, as on Pika, whatever the server (tests this
     /// Pika code path with Redis standing in).
     #[arg(long, hide = true)]
@@ -85,7 +92,7 @@ pub struct Args {
     pub checkpoint_secs: f64,
 }
 
-fn parse_dbs(spec: &str, available: &[u32]) -> anyhow::Result<Vec<u32>> {
+pub(crate) fn parse_dbs(spec: &str, available: &[u32]) -> anyhow::Result<Vec<u32>> {
     if spec == "all" {
         return Ok(available.to_vec());
     }
@@ -145,26 +152,36 @@ fn now_ms() -> u64 {
 }
 
 fn scan_options(a: &Args) -> anyhow::Result<ScanOptions> {
-    let types = a
-        .types
-        .iter()
-        .map(|t| {
-            KeyType::from_name(t).ok_or_else(|| anyhow!("--type {t}: not one of string, hash, list, set, zset, stream"))
+    let mut o = a.select.scan_options(a.max_ops_per_sec, a.readers)?;
+    o.check_lengths = a.check_lengths;
+    Ok(o)
+}
+
+impl SelectArgs {
+    /// How to list and read, with the rate limit and readers per shard.
+    pub(crate) fn scan_options(&self, max_ops_per_sec: Option<u64>, readers: u32) -> anyhow::Result<ScanOptions> {
+        let types = self
+            .types
+            .iter()
+            .map(|t| {
+                KeyType::from_name(t)
+                    .ok_or_else(|| anyhow!("--type {t}: not one of string, hash, list, set, zset, stream"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(ScanOptions {
+            read: ReadOptions::default(),
+            // Under a rate limit, pages of about a quarter second's commands (a key takes about
+            // three): a page's keys are written when the page is read, so progress moves
+            // smoothly and Ctrl-C or a checkpoint does not wait for a long page.
+            count: max_ops_per_sec.map_or(1000, |r| (r / 12).clamp(10, 1000) as usize),
+            pattern: self.pattern.clone(),
+            types,
+            exclude_prefixes: self.exclude_prefix.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            skip_unknown_types: self.skip_unknown_types,
+            check_lengths: false,
+            readers: readers as usize,
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(ScanOptions {
-        read: ReadOptions::default(),
-        // Under a rate limit, pages of about a quarter second's commands (a key takes about
-        // three): a page's keys are written when the page is read, so progress moves smoothly
-        // and Ctrl-C or a checkpoint does not wait for a long page.
-        count: a.max_ops_per_sec.map_or(1000, |r| (r / 12).clamp(10, 1000) as usize),
-        pattern: a.pattern.clone(),
-        types,
-        exclude_prefixes: a.exclude_prefix.iter().map(|p| p.as_bytes().to_vec()).collect(),
-        skip_unknown_types: a.skip_unknown_types,
-        check_lengths: a.check_lengths,
-        readers: a.readers as usize,
-    })
+    }
 }
 
 /// Connects to every source and lists the shards: one per source × database.
@@ -179,7 +196,7 @@ fn plan(a: &Args, endpoints: &[Endpoint]) -> anyhow::Result<Vec<PlannedShard>> {
             server.software(),
             server.databases.len()
         );
-        for db in parse_dbs(&a.db, &server.databases).with_context(|| server.name.clone())? {
+        for db in parse_dbs(&a.select.db, &server.databases).with_context(|| server.name.clone())? {
             shards.push(PlannedShard {
                 id: format!("src{i}-db{db}"),
                 source: i,
@@ -207,11 +224,11 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let options = Options {
         sources: a.sources.iter().map(|u| redact(u)).collect(),
-        db: a.db.clone(),
-        pattern: a.pattern.clone(),
-        types: a.types.clone(),
-        exclude_prefixes: a.exclude_prefix.clone(),
-        skip_unknown_types: a.skip_unknown_types,
+        db: a.select.db.clone(),
+        pattern: a.select.pattern.clone(),
+        types: a.select.types.clone(),
+        exclude_prefixes: a.select.exclude_prefix.clone(),
+        skip_unknown_types: a.select.skip_unknown_types,
     };
     let out = out_dir(&a.out)?;
     let _lock = match out {

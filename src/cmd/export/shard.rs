@@ -12,15 +12,15 @@ use super::state::{PlannedShard, ShardState};
 use crate::format::record::KeyRecord;
 use crate::format::snapshot::{ShardEntry, ShardSink, ShardSpec, SnapshotOptions};
 use crate::progress::Task;
-use crate::source::conn::ServerKind;
-use crate::source::link::Link;
-use crate::source::scan::{export_db, DbReport, Out, Position, ScanOptions};
-use crate::source::throttle::Throttle;
+use crate::server::conn::ServerKind;
+use crate::server::link::Link;
+use crate::server::throttle::Throttle;
+use crate::source::{export_db, DbReport, Out, Position, ScanOptions};
 
 /// What every shard of a run shares.
 pub struct Ctx<'a> {
     pub dir: &'a Path,
-    pub endpoints: &'a [crate::endpoint::Endpoint],
+    pub endpoints: &'a [crate::server::endpoint::Endpoint],
     pub scan: &'a ScanOptions,
     pub snap: &'a SnapshotOptions,
     pub created_unix_ms: u64,
@@ -30,7 +30,7 @@ pub struct Ctx<'a> {
     /// Checkpoint at the first page end after this much time since the last checkpoint.
     pub checkpoint_every: Duration,
     /// Where links say that their server does not answer.
-    pub notify: Option<crate::source::link::Notify>,
+    pub notify: Option<crate::server::link::Notify>,
 }
 
 /// The error a shard stops with when another one failed.
@@ -157,7 +157,7 @@ fn disk_error(e: anyhow::Error) -> anyhow::Error {
 /// How many keys database `db` holds, if the server can say cheaply. Not asked of Pika: its
 /// DBSIZE is a cached count, and with `slotmigrate yes` it writes two replies (SERVERS.md).
 /// Kvrocks answers 0 until `DBSIZE SCAN` has run, so 0 means unknown.
-fn estimate(link: &mut Link, throttle: &Throttle, db: u32) -> Option<u64> {
+pub(crate) fn estimate(link: &mut Link, throttle: &Throttle, db: u32) -> Option<u64> {
     if matches!(link.server.kind, ServerKind::Pika(..)) {
         return None;
     }

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::format::snapshot::{ShardEntry, SinkCheckpoint};
-use crate::source::scan::{DbReport, Position};
+use crate::source::{DbReport, Position};
 
 /// The run state file's name.
 pub const RUN_STATE: &str = "kvferry-export.json";

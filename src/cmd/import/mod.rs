@@ -15,20 +15,19 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
-use crate::endpoint::Endpoint;
 use crate::format::check::{self, CheckReport};
 use crate::format::reader::ReadMode;
 use crate::format::snapshot::Snapshot;
 use crate::progress::{Mode, Progress};
-use crate::source::conn::{connect, describe, Server, ServerKind};
-use crate::source::scan::key_from_json;
-use crate::source::throttle::Throttle;
-use crate::target::build::{self, Dialect};
-use crate::target::cluster::SlotMap;
-use crate::target::lane::{Lane, LaneConf};
+use crate::server::throttle::Throttle;
+use crate::target::build::Dialect;
+use crate::target::dest::{check_writable, destinations, dialect_of, open_target, refuse_non_empty, Dest, Target};
+pub use crate::target::dest::{MapArgs, MultiType};
+use crate::target::dispatch::WriteConf;
+use crate::target::lane::Lane;
 use crate::target::track::Counts;
-pub use shard::MultiType;
-use shard::{ClusterRoute, Dest, Output, ShardOutcome};
+use crate::util::key_from_json;
+use shard::{Output, ShardOutcome};
 use state::{Options, RunState, StateDir};
 
 /// What to do when a key already exists on the target.
@@ -104,27 +103,10 @@ pub struct Args {
     #[arg(long)]
     pub report: Option<PathBuf>,
     #[command(flatten)]
-    pub connect: crate::endpoint::ConnectArgs,
+    pub connect: crate::server::endpoint::ConnectArgs,
     /// Seconds between checkpoints.
     #[arg(long, default_value_t = 5.0, hide = true)]
     pub checkpoint_secs: f64,
-}
-
-/// Where each snapshot database goes on the target (shared by import and verify).
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct MapArgs {
-    /// Map snapshot databases to target databases, e.g. `0=0,1=5`. Required when the snapshot
-    /// holds several databases (Redis, Valkey, Pika targets).
-    #[arg(long, value_name = "MAP", conflicts_with = "namespace_map")]
-    pub db_map: Option<String>,
-    /// Map snapshot databases to Kvrocks namespaces by token, e.g. `0=tok0,1=env:NS1_TOKEN,2=file:/run/ns2`.
-    /// Each connection authenticates with its namespace's token.
-    #[arg(long, value_name = "MAP")]
-    pub namespace_map: Option<String>,
-    /// Prefix the keys of a snapshot database, e.g. `1=db1:` (lets databases share one target
-    /// keyspace without colliding).
-    #[arg(long, value_name = "MAP")]
-    pub prefix_map: Option<String>,
 }
 
 /// The run was stopped (another shard failed, or --fail-fast): not an error of its own.
@@ -139,282 +121,7 @@ impl std::fmt::Display for Cancelled {
 
 impl std::error::Error for Cancelled {}
 
-/// `0=0,1=5`-style maps.
-fn parse_map(flag: &str, spec: Option<&str>) -> anyhow::Result<BTreeMap<u32, String>> {
-    let mut m = BTreeMap::new();
-    let Some(spec) = spec else { return Ok(m) };
-    for pair in spec.split(',').filter(|p| !p.is_empty()) {
-        let (db, to) = pair
-            .split_once('=')
-            .ok_or_else(|| anyhow!("{flag}: {pair:?} is not DB=VALUE"))?;
-        let db: u32 = db
-            .trim()
-            .parse()
-            .map_err(|_| anyhow!("{flag}: {db:?} is not a database number"))?;
-        if m.insert(db, to.to_string()).is_some() {
-            bail!("{flag}: database {db} is mapped twice");
-        }
-    }
-    Ok(m)
-}
-
-/// A namespace token: literal, `env:VAR` or `file:PATH` (keeps it out of `ps`).
-fn token(spec: &str) -> anyhow::Result<String> {
-    if let Some(var) = spec.strip_prefix("env:") {
-        std::env::var(var).map_err(|_| anyhow!("--namespace-map: the variable {var} is not set"))
-    } else if let Some(path) = spec.strip_prefix("file:") {
-        let t = std::fs::read_to_string(path).with_context(|| format!("--namespace-map: cannot read {path}"))?;
-        Ok(t.trim_end_matches(['\n', '\r']).to_string())
-    } else {
-        Ok(spec.to_string())
-    }
-}
-
-/// Works out where each selected shard goes, refusing ambiguous or lossy setups.
-pub(crate) fn destinations(
-    a: &MapArgs,
-    skip_existing: bool,
-    snap: &Snapshot,
-    shards: &[usize],
-    target: Option<(&Endpoint, &Server)>,
-    cluster: bool,
-) -> anyhow::Result<Vec<Dest>> {
-    let dbs: std::collections::BTreeSet<u32> = shards.iter().map(|&i| snap.manifest.shards[i].db).collect();
-    let db_map = parse_map("--db-map", a.db_map.as_deref())?;
-    let ns_map = parse_map("--namespace-map", a.namespace_map.as_deref())?;
-    let prefix_map = parse_map("--prefix-map", a.prefix_map.as_deref())?;
-    let kvrocks = target.is_some_and(|(_, s)| s.kind == ServerKind::Kvrocks);
-    if cluster && !ns_map.is_empty() {
-        bail!("--namespace-map: the target is a cluster, and Kvrocks refuses namespaces in cluster mode; map databases to key prefixes with --db-map DB=0 --prefix-map DB=PREFIX");
-    }
-    if cluster && db_map.values().any(|v| v != "0") {
-        bail!("--db-map: the target is a cluster, which has database 0 only; map every database to 0 with a --prefix-map to keep them apart");
-    }
-    // A cluster, like Kvrocks, has one keyspace: no SELECT.
-    let kvrocks = kvrocks || cluster;
-    let mapped = !db_map.is_empty() || !ns_map.is_empty();
-    if dbs.len() > 1 && !mapped {
-        let list: Vec<String> = dbs.iter().map(u32::to_string).collect();
-        bail!(
-            "the snapshot holds databases {}: say where each goes with {} (e.g. {}), or import one with --shard",
-            list.join(", "),
-            if kvrocks {
-                "--namespace-map (Kvrocks ignores SELECT, so databases would merge)"
-            } else {
-                "--db-map"
-            },
-            dbs.iter()
-                .map(|d| format!("{d}={}", if kvrocks { format!("TOKEN{d}") } else { d.to_string() }))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-    }
-    for (flag, m) in [("--db-map", &db_map), ("--namespace-map", &ns_map)] {
-        if let Some(d) = dbs.iter().find(|d| !m.is_empty() && !m.contains_key(d)) {
-            bail!("{flag}: the snapshot's database {d} is not mapped; map it, or leave it out with --shard");
-        }
-    }
-    if kvrocks && db_map.values().any(|v| v != "0") {
-        bail!("--db-map: the target is Kvrocks, which ignores SELECT (up to 2.14) and would merge the databases; map databases to namespaces with --namespace-map DB=TOKEN");
-    }
-    let mut out = Vec::new();
-    let mut seen: BTreeMap<(String, Vec<u8>), u32> = BTreeMap::new();
-    for &i in shards {
-        let db = snap.manifest.shards[i].db;
-        let prefix = prefix_map.get(&db).cloned().unwrap_or_default().into_bytes();
-        let (endpoint, keyspace, describe_to, to_db) = match target {
-            None => {
-                let to = match db_map.get(&db) {
-                    Some(v) => v
-                        .parse()
-                        .map_err(|_| anyhow!("--db-map: {v:?} is not a database number"))?,
-                    None => db,
-                };
-                (
-                    Endpoint::plain("resp"),
-                    format!("db {to}"),
-                    format!("db {to}"),
-                    Some(to),
-                )
-            }
-            Some((ep, server)) => {
-                if let Some(t) = ns_map.get(&db) {
-                    // Namespaces isolate keyspaces on Kvrocks only; elsewhere a token is just a
-                    // password, and every mapped database lands in the same keyspace.
-                    let keyspace = if kvrocks {
-                        format!("namespace of db {db}")
-                    } else {
-                        "db 0".into()
-                    };
-                    (
-                        ep.with_token(token(t)?),
-                        keyspace,
-                        format!("the namespace whose token is mapped to db {db}"),
-                        None,
-                    )
-                } else {
-                    let to = match db_map.get(&db) {
-                        Some(v) => v
-                            .parse()
-                            .map_err(|_| anyhow!("--db-map: {v:?} is not a database number"))?,
-                        None => db,
-                    };
-                    if !kvrocks && !server.databases.contains(&to) {
-                        bail!(
-                            "{}: has no database {to} (it has {}); map db {db} elsewhere with --db-map",
-                            server.name,
-                            server.databases.len()
-                        );
-                    }
-                    let keyspace = if kvrocks { "db 0".into() } else { format!("db {to}") };
-                    (ep.clone(), keyspace.clone(), keyspace, (!kvrocks).then_some(to))
-                }
-            }
-        };
-        if let Some(other) = seen.insert((keyspace.clone(), prefix.clone()), db) {
-            if other != db {
-                bail!(
-                    "databases {other} and {db} would both be written to {keyspace}{}: their keys would merge. Map them apart, or give them different prefixes with --prefix-map",
-                    if prefix.is_empty() { String::new() } else { format!(" with prefix {:?}", String::from_utf8_lossy(&prefix)) }
-                );
-            }
-        }
-        let name = target.map_or_else(|| "RESP".to_string(), |(_, s)| s.name.clone());
-        let describe = format!(
-            "{name} {describe_to}{}",
-            if prefix.is_empty() {
-                String::new()
-            } else {
-                format!(" prefix {:?}", String::from_utf8_lossy(&prefix))
-            }
-        );
-        out.push(Dest {
-            lane: LaneConf {
-                endpoint,
-                db: to_db,
-                skip_existing,
-            },
-            prefix,
-            describe,
-        });
-    }
-    Ok(out)
-}
-
-/// The shards named by `--shard` (all when none), by index in the manifest.
-pub(crate) fn select_shards(snap: &Snapshot, ids: &[String]) -> anyhow::Result<Vec<usize>> {
-    if ids.is_empty() {
-        return Ok((0..snap.manifest.shards.len()).collect());
-    }
-    ids.iter()
-        .map(|id| {
-            snap.manifest.shards.iter().position(|s| &s.id == id).ok_or_else(|| {
-                let all: Vec<&str> = snap.manifest.shards.iter().map(|s| s.id.as_str()).collect();
-                anyhow!(
-                    "--shard {id}: the snapshot has no such shard (it has {})",
-                    all.join(", ")
-                )
-            })
-        })
-        .collect()
-}
-
-/// A server to write to (or verify against), as found on connecting.
-pub(crate) struct Target {
-    /// How to reach it; with namespaces and no admin password, through the first token.
-    pub probe: Endpoint,
-    pub server: Server,
-    /// Its slot map, when it is a cluster.
-    pub slots: Option<SlotMap>,
-}
-
-/// Connects to `url`, finds out what it is and whether it is a cluster, and says so on stderr.
-pub(crate) fn open_target(
-    connect_args: &crate::endpoint::ConnectArgs,
-    url: &str,
-    map: &MapArgs,
-    role: &str,
-) -> anyhow::Result<Target> {
-    let endpoint = connect_args.endpoints(&[url.to_string()])?.remove(0);
-    // With namespaces and no admin password, the first token opens the first connection.
-    let first_token = parse_map("--namespace-map", map.namespace_map.as_deref())?
-        .values()
-        .next()
-        .map(|t| token(t))
-        .transpose()?;
-    let probe = match first_token {
-        Some(t) if !endpoint.has_password() => endpoint.with_token(t),
-        _ => endpoint.clone(),
-    };
-    let mut conn = connect(&probe, Duration::from_secs(10))?;
-    let server = describe(&endpoint.name(), &mut conn)?;
-    let cluster: String = redis::cmd("INFO").arg("cluster").query(&mut conn).unwrap_or_default();
-    let slots = if cluster.lines().any(|l| l.trim() == "cluster_enabled:1") {
-        Some(SlotMap::fetch(&mut conn, &server.name)?)
-    } else {
-        None
-    };
-    match &slots {
-        Some(m) => eprintln!(
-            "{}: {} ({role}), a cluster of {} masters: {}",
-            server.name,
-            server.software(),
-            m.nodes.len(),
-            m.nodes.join(", ")
-        ),
-        None => eprintln!("{}: {} ({role})", server.name, server.software()),
-    }
-    Ok(Target { probe, server, slots })
-}
-
-/// Glob-escapes `p` for SCAN MATCH.
-pub(crate) fn glob_escape(p: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(p.len() + 1);
-    for &b in p {
-        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
-            out.push(b'\\');
-        }
-        out.push(b);
-    }
-    out
-}
-
 /// `--conflict fail`: one key of the destination, if it holds any (under its prefix).
-/// Refuses, before anything is written, a target that would refuse every key one by one: a
-/// read-only replica (INFO replication), or a user without write rights (a probe key, written
-/// and deleted; not in a dry run, which writes nothing). Issue 11.
-fn check_writable(probe: &Endpoint, name: &str, dry_run: bool) -> anyhow::Result<()> {
-    let mut c = connect(probe, Duration::from_secs(10))?;
-    let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap_or_default();
-    let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
-    if matches!(field("role:"), Some("slave" | "replica")) {
-        let master = match (field("master_host:"), field("master_port:")) {
-            (Some(h), Some(p)) => format!(" of {h}:{p}"),
-            _ => String::new(),
-        };
-        bail!("{name}: is a replica{master}, which cannot be written: import into its master. Nothing was written.");
-    }
-    if dry_run {
-        return Ok(());
-    }
-    let key = format!("kvferry:write-probe:{}:{}", std::process::id(), crate::util::now_ms());
-    let set: redis::RedisResult<()> = redis::cmd("SET").arg(&key).arg("1").query(&mut c);
-    match set {
-        Ok(()) => {
-            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&key).query(&mut c);
-            Ok(())
-        }
-        // A cluster node that does not hold the probe's slot: writable as far as it can tell.
-        Err(e) if matches!(e.kind(), redis::ErrorKind::Moved | redis::ErrorKind::Ask) => Ok(()),
-        // An ACL limited to some key patterns refuses the probe's key, not necessarily the
-        // snapshot's: no verdict.
-        Err(e) if e.to_string().contains("access a key") => Ok(()),
-        Err(e) => bail!(
-            "{name}: refuses writes ({e}): check the user's rights (ACL), that the server is not read-only, and that it has room. Nothing was written."
-        ),
-    }
-}
-
 /// A key that a resumed import's checkpoint says was written and that the target no longer
 /// holds, if any: up to 32 keys from the start of the shard that the checkpoint covers (not
 /// expiring within a minute, not multi-type, not failed), asked with EXISTS (issue 11: a
@@ -470,33 +177,6 @@ fn lost_key(snap: &Snapshot, si: usize, d: &Dest, st: &state::ShardState) -> any
         .query(lane.conn())
         .with_context(|| format!("{}: EXISTS of keys the checkpoint covers", d.describe))?;
     Ok(names.into_iter().zip(there).find(|(_, n)| *n == 0).map(|(k, _)| k))
-}
-
-fn first_key(d: &Dest) -> anyhow::Result<Option<Vec<u8>>> {
-    let mut lane = Lane::open(&d.lane)?;
-    let conn = lane.conn();
-    let mut pattern = glob_escape(&d.prefix);
-    pattern.push(b'*');
-    let mut cursor = "0".to_string();
-    // A bounded look: a non-empty keyspace shows a key within the first pages.
-    for _ in 0..1000 {
-        let (next, keys): (String, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(&cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query(conn)
-            .with_context(|| format!("{}: SCAN", d.describe))?;
-        if let Some(k) = keys.into_iter().next() {
-            return Ok(Some(k));
-        }
-        if next == "0" {
-            return Ok(None);
-        }
-        cursor = next;
-    }
-    Ok(None)
 }
 
 /// The check before writing (issue 4: refuse before writing anything when the manifest or a
@@ -581,7 +261,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     crate::interrupt::stops_cleanly();
     crate::util::check_report_path(a.report.as_deref())?;
     let snap = Snapshot::open(&a.snapshot)?; // its errors name the path
-    let shards = select_shards(&snap, &a.shards)?;
+    let shards = snap.select(&a.shards)?;
     // Empty shards (an export writes one per database, SERVERS.md's 16 Redis databases
     // included) have nothing to write and need no mapping.
     let empty = shards.iter().filter(|&&i| snap.manifest.shards[i].keys == 0).count();
@@ -648,25 +328,12 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let dests = destinations(
         &a.map,
         a.conflict == Conflict::Skip,
-        &snap,
-        &shards,
+        &snap.dbs(&shards),
         Some((&probe, &server)),
         slots.is_some(),
     )?;
     check_writable(&probe, &server.name, a.dry_run)?;
-    // Pika's expiry precision is asked of the server itself (a probe key, deleted at once); a
-    // dry run writes nothing, not even that.
-    let ms_expiry = match server.kind {
-        // Pika 3.x keeps whole seconds (SERVERS.md); its PTTL is not asked: with its cache on,
-        // PTTL reads the cache without a lock (source/pika_cache.rs).
-        ServerKind::Pika(major, ..) if major < 4 => false,
-        ServerKind::Pika(..) if !a.dry_run => {
-            let mut c = connect(&probe, Duration::from_secs(10))?;
-            build::ms_expiry(&mut c).with_context(|| format!("{}: probing its expiry precision", server.name))?
-        }
-        _ => true,
-    };
-    let dialect = Dialect::for_server(&server.kind, &server.version, ms_expiry);
+    let dialect = dialect_of(&server, &probe, a.dry_run)?;
     let state_dir = StateDir::new(a.state.clone().unwrap_or_else(|| {
         let safe: String = server
             .name
@@ -753,38 +420,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         return Ok(0);
     }
     if a.conflict == Conflict::Fail && !resuming {
-        let mut checked = std::collections::BTreeSet::new();
-        for d in &dests {
-            if !checked.insert(d.describe.clone()) {
-                continue;
-            }
-            let nodes: Vec<Dest> = match &slots {
-                Some(m) => m
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        let mut d = d.clone();
-                        d.lane.endpoint = d.lane.endpoint.at(n);
-                        d
-                    })
-                    .collect(),
-                None => vec![d.clone()],
-            };
-            let mut found = None;
-            for n in &nodes {
-                if let Some(k) = first_key(n)? {
-                    found = Some(k);
-                    break;
-                }
-            }
-            if let Some(k) = found {
-                bail!(
-                    "{}: already holds keys (e.g. {:?}); a first migration needs an empty target. Use --conflict replace to overwrite keys that exist, or --conflict skip to keep them. Nothing was written.",
-                    d.describe,
-                    crate::format::record::Lossy(&k)
-                );
-            }
-        }
+        refuse_non_empty(&dests, slots.as_ref())?;
     }
     if a.dry_run {
         for (&i, d) in shards.iter().zip(&dests) {
@@ -813,12 +449,14 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let stop = AtomicBool::new(false);
     let ctx = shard::Ctx {
         snap: &snap,
-        dialect,
-        del_first: a.conflict != Conflict::Skip,
-        multi: a.multi_type,
+        write: WriteConf {
+            dialect,
+            del_first: a.conflict != Conflict::Skip,
+            multi: a.multi_type,
+            pipeline: a.pipeline as usize,
+            batch_bytes: 4 << 20,
+        },
         connections: a.connections as usize,
-        pipeline: a.pipeline as usize,
-        batch_bytes: 4 << 20,
         skip_corrupt: a.skip_corrupt_blocks,
         throttle: &throttle,
         stop: &stop,
@@ -866,26 +504,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             }
         }
         let from = from.as_ref();
-        let (lanes, route) = match &slots {
-            Some(m) => {
-                let lanes = m
-                    .nodes
-                    .iter()
-                    .flat_map(|n| {
-                        let mut l = d.lane.clone();
-                        l.endpoint = l.endpoint.at(n);
-                        vec![l; ctx.connections]
-                    })
-                    .collect();
-                let route = ClusterRoute {
-                    map: m.clone(),
-                    per_node: ctx.connections,
-                    seed: d.lane.clone(),
-                };
-                (lanes, Some(route))
-            }
-            None => (vec![d.lane.clone(); ctx.connections], None),
-        };
+        let (lanes, route) = d.lanes(slots.as_ref(), ctx.connections);
         match shard::run(&ctx, i, d, Output::Lanes(lanes, route), from, only.as_ref(), &task) {
             Ok(o) => {
                 task.finish(true);
@@ -943,7 +562,7 @@ fn done_outcome(s: &state::ShardState) -> ShardOutcome {
 
 /// `--resp FILE`: the same commands, written to a file for `redis-cli --pipe`.
 fn run_resp(a: &Args, snap: &Snapshot, shards: &[usize], path: &std::path::Path) -> anyhow::Result<i32> {
-    let dests = destinations(&a.map, false, snap, shards, None, false)?;
+    let dests = destinations(&a.map, false, &snap.dbs(shards), None, false)?;
     let w: Box<dyn Write + Send> = if path.as_os_str() == "-" {
         Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
     } else {
@@ -957,12 +576,14 @@ fn run_resp(a: &Args, snap: &Snapshot, shards: &[usize], path: &std::path::Path)
     let stop = AtomicBool::new(false);
     let ctx = shard::Ctx {
         snap,
-        dialect: Dialect::REDIS,
-        del_first: true,
-        multi: a.multi_type,
+        write: WriteConf {
+            dialect: Dialect::REDIS,
+            del_first: true,
+            multi: a.multi_type,
+            pipeline: 1000,
+            batch_bytes: 4 << 20,
+        },
         connections: 1,
-        pipeline: 1000,
-        batch_bytes: 4 << 20,
         skip_corrupt: a.skip_corrupt_blocks,
         throttle: &throttle,
         stop: &stop,

@@ -15,21 +15,21 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 
-use super::import::shard::{ClusterRoute, Dest, MultiType};
-use super::import::{destinations, glob_escape, open_target, select_shards, MapArgs};
 use crate::format::consts::FLAG_MULTI_TYPE;
 use crate::format::reader::ReadMode;
 use crate::format::record::{KeyRecord, Record};
 use crate::format::snapshot::Snapshot;
 use crate::format::KeyType;
 use crate::progress::{Mode, Progress, Task};
-use crate::source::conn::ServerKind;
-use crate::source::drive::Lister;
+use crate::server::conn::ServerKind;
+use crate::server::throttle::Throttle;
+use crate::source::list::Lister;
 use crate::source::pika::RangeLister;
-use crate::source::scan::{key_json, ScanOptions};
-use crate::source::throttle::Throttle;
+use crate::source::ScanOptions;
+use crate::target::dest::{destinations, glob_escape, open_target, ClusterRoute, Dest, MapArgs, MultiType, Target};
 use crate::target::lane::{Lane, LaneConf};
 use crate::target::probe::{self, Caps, Probe, ProbeState, Verdict};
+use crate::util::key_json;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -73,10 +73,33 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: Mode,
     #[command(flatten)]
-    pub connect: crate::endpoint::ConnectArgs,
+    pub connect: crate::server::endpoint::ConnectArgs,
 }
 
-fn parse_duration_ms(s: &str) -> Result<u64, String> {
+/// How keys are compared (from verify's options, or migrate's).
+pub(crate) struct Check {
+    pub sample: f64,
+    pub multi_type: MultiType,
+    pub ttl_tolerance: u64,
+    pub extra: bool,
+    /// Connections per shard (per master on a cluster).
+    pub parallel: usize,
+}
+
+/// Hands every record of a shard, in order, to the sink it is given.
+pub(crate) type Feed<'f> =
+    Box<dyn FnOnce(&mut (dyn FnMut(&KeyRecord) -> anyhow::Result<()> + Send)) -> anyhow::Result<()> + 'f>;
+
+/// A shard to verify: its records, how many keys it holds (for the progress), and where they
+/// went.
+pub(crate) struct Shard<'f> {
+    pub id: String,
+    pub keys: Option<u64>,
+    pub dest: Dest,
+    pub feed: Feed<'f>,
+}
+
+pub(crate) fn parse_duration_ms(s: &str) -> Result<u64, String> {
     let (num, unit) = s
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map_or((s, "s"), |i| (&s[..i], &s[i..]));
@@ -226,26 +249,24 @@ struct Open {
 
 #[allow(clippy::too_many_arguments)]
 fn verify_shard(
-    a: &Args,
-    snap: &Snapshot,
-    si: usize,
+    c: &Check,
+    id: &str,
+    feed: Feed,
     dest: &Dest,
     lanes: Vec<LaneConf>,
     route: Option<ClusterRoute>,
     caps: Caps,
     results: &Mutex<Results>,
     throttle: &Throttle,
-    task: &Task,
     seen: &mut HashSet<u64>,
+    task: &Task,
 ) -> anyhow::Result<u64> {
-    let entry = &snap.manifest.shards[si];
-    task.start(Some(entry.keys));
     let redirects = AtomicU64::new(0);
     let moved = AtomicBool::new(false);
     let sh = Shared {
         results,
-        shard: &entry.id,
-        tolerance: a.ttl_tolerance,
+        shard: id,
+        tolerance: c.ttl_tolerance,
         redirects: &redirects,
         moved: &moved,
         throttle,
@@ -277,6 +298,47 @@ fn verify_shard(
             }
             Ok(())
         };
+        let mut sink = |rec: &KeyRecord| -> anyhow::Result<()> {
+            let now = now_ms();
+            dispatch(
+                c,
+                rec,
+                dest,
+                &route,
+                n,
+                now,
+                caps,
+                &mut chosen,
+                &mut open,
+                seen,
+                &mut bufs,
+            )?;
+            if let Some(o) = &open {
+                send(&mut bufs, o.lane, false)?;
+            }
+            if rec.is_last() {
+                open = None;
+            }
+            Ok(())
+        };
+        feed(&mut sink)?;
+        for l in 0..n {
+            send(&mut bufs, l, true)?;
+        }
+        drop(txs);
+        for w in workers {
+            w.join()
+                .unwrap_or_else(|_| Err(anyhow!("BUG: a connection thread panicked")))?;
+        }
+        Ok(())
+    })?;
+    Ok(redirects.load(Relaxed))
+}
+
+/// The records of shard `si` of a snapshot, block by block.
+fn snapshot_feed(snap: &Snapshot, si: usize) -> Feed<'_> {
+    Box::new(move |sink| {
+        let entry = &snap.manifest.shards[si];
         let mut result = Ok(());
         for pi in 0..entry.parts.len() {
             let reader = snap
@@ -288,30 +350,11 @@ fn verify_shard(
                 |_, block| {
                     let r = (|| -> anyhow::Result<()> {
                         let block = block.map_err(|e| anyhow!("{e}"))?;
-                        let now = now_ms();
                         for rec in block.records() {
                             let Record::Key(rec) = rec.map_err(|e| anyhow!("{}: {e}", reader.path().display()))? else {
                                 continue;
                             };
-                            dispatch(
-                                a,
-                                &rec,
-                                dest,
-                                &route,
-                                n,
-                                now,
-                                caps,
-                                &mut chosen,
-                                &mut open,
-                                seen,
-                                &mut bufs,
-                            )?;
-                            if let Some(o) = &open {
-                                send(&mut bufs, o.lane, false)?;
-                            }
-                            if rec.is_last() {
-                                open = None;
-                            }
+                            sink(&rec)?;
                         }
                         Ok(())
                     })();
@@ -326,23 +369,14 @@ fn verify_shard(
             );
             std::mem::replace(&mut result, Ok(()))?;
         }
-        for l in 0..n {
-            send(&mut bufs, l, true)?;
-        }
-        drop(txs);
-        for w in workers {
-            w.join()
-                .unwrap_or_else(|_| Err(anyhow!("BUG: a connection thread panicked")))?;
-        }
         Ok(())
-    })?;
-    Ok(redirects.load(Relaxed))
+    })
 }
 
 /// Turns one record into probes for the lane of its key.
 #[allow(clippy::too_many_arguments)]
 fn dispatch(
-    a: &Args,
+    a: &Check,
     rec: &KeyRecord,
     dest: &Dest,
     route: &Option<ClusterRoute>,
@@ -441,10 +475,12 @@ fn find_extra(
     seen: &HashSet<u64>,
     results: &Mutex<Results>,
     shard: &str,
+    what: &str,
 ) -> anyhow::Result<()> {
+    let detail = format!("on the server, not in {what}");
     let report = |k: &[u8], ty: &str| -> anyhow::Result<()> {
         let mut r = results.lock().unwrap_or_else(|e| e.into_inner());
-        r.add(shard, k, ty, "extra", "on the server, not in the snapshot")
+        r.add(shard, k, ty, "extra", &detail)
     };
     if matches!(kind, ServerKind::Pika(..)) {
         let opts = ScanOptions {
@@ -456,7 +492,7 @@ fn find_extra(
             }),
             ..ScanOptions::default()
         };
-        let (mut lister, _) = RangeLister::new(kind, &opts, None)?;
+        let mut lister = RangeLister::new(kind, &opts, None);
         let mut lane = Lane::open(&dest.lane)?;
         while let Some(page) = lister
             .next(lane.conn())
@@ -515,7 +551,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     crate::util::check_report_path(a.report.as_deref())?;
     let snap = Snapshot::open(&a.snapshot)?; // its errors name the path
-    let shards = select_shards(&snap, &a.shards)?;
+    let shards = snap.select(&a.shards)?;
     let shards: Vec<usize> = shards
         .into_iter()
         // Empty shards are skipped, as import skips them, --extra too: it lists the databases
@@ -538,19 +574,61 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         a.map.clone()
     };
     let target = open_target(&a.connect, &url, &map, role).map_err(|e| e.context("could not verify"))?;
-    // verify reads PTTL: Pika 3.x with its cache on only with --pika-cache-off (pika_cache.rs).
-    let _cache_off = {
-        let mut conn = crate::source::conn::connect(&target.probe, std::time::Duration::from_secs(10))?;
-        crate::source::pika_cache::CacheOff::guard(&target.probe, &mut conn, &target.server, a.connect.pika_cache_off)?
-    };
     let dests = destinations(
         &map,
         false,
-        &snap,
-        &shards,
+        &snap.dbs(&shards),
         Some((&target.probe, &target.server)),
         target.slots.is_some(),
     )?;
+    let check = Check {
+        sample: a.sample,
+        multi_type: a.multi_type,
+        ttl_tolerance: a.ttl_tolerance,
+        extra: a.extra,
+        parallel: a.parallel as usize,
+    };
+    let list = shards
+        .iter()
+        .zip(dests)
+        .map(|(&si, dest)| Shard {
+            id: snap.manifest.shards[si].id.clone(),
+            keys: Some(snap.manifest.shards[si].keys),
+            dest,
+            feed: snapshot_feed(&snap, si),
+        })
+        .collect();
+    let throttle = Throttle::new(a.max_ops_per_sec);
+    compare(
+        &check,
+        &target,
+        list,
+        &throttle,
+        a.progress,
+        a.report.as_deref(),
+        a.connect.pika_cache_off,
+        "the snapshot",
+    )
+}
+
+/// Compares the records of `shards` with what `target` holds, prints the summary and returns
+/// the exit code: 0 identical, 1 differences.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn compare(
+    c: &Check,
+    target: &Target,
+    shards: Vec<Shard>,
+    throttle: &Throttle,
+    progress: Mode,
+    report_path: Option<&std::path::Path>,
+    pika_cache_off: bool,
+    what: &str,
+) -> anyhow::Result<i32> {
+    // verify reads PTTL: Pika 3.x with its cache on only with --pika-cache-off (pika_cache.rs).
+    let _cache_off = {
+        let mut conn = crate::server::conn::connect(&target.probe, std::time::Duration::from_secs(10))?;
+        crate::source::pika_cache::CacheOff::guard(&target.probe, &mut conn, &target.server, pika_cache_off)?
+    };
     let major: u32 = target
         .server
         .version
@@ -569,7 +647,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         pttl_missing: !pika,
         groups: !pika,
     };
-    let report: Option<Box<dyn Write + Send>> = match &a.report {
+    let report: Option<Box<dyn Write + Send>> = match report_path {
         Some(p) => Some(Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("{}: cannot create the report", p.display()))?,
         ))),
@@ -581,19 +659,19 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         shown: Vec::new(),
         differences: 0,
     });
-    let throttle = Throttle::new(a.max_ops_per_sec);
-    let progress = Progress::start(
-        a.progress,
-        shards.iter().map(|&i| snap.manifest.shards[i].id.clone()).collect(),
-    );
+    let progress = Progress::start(progress, shards.iter().map(|s| s.id.clone()).collect());
     let nodes: Vec<String> = target.slots.as_ref().map_or_else(Vec::new, |m| m.nodes.clone());
     let mut seen_by_dest: BTreeMap<String, (usize, HashSet<u64>)> = BTreeMap::new();
     let mut redirects = 0;
     let started = std::time::Instant::now();
-    let per = a.parallel as usize;
+    let per = c.parallel;
     let mut failure = None;
-    for (n, (&si, d)) in shards.iter().zip(&dests).enumerate() {
+    let mut dests = Vec::new();
+    let mut ids = Vec::new();
+    for (n, sh) in shards.into_iter().enumerate() {
         let task = progress.task(n);
+        task.start(sh.keys);
+        let d = &sh.dest;
         let (lanes, route) = match &target.slots {
             Some(m) => (
                 m.nodes
@@ -616,14 +694,19 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             .entry(d.describe.clone())
             .or_insert_with(|| (n, HashSet::new()))
             .1;
-        match verify_shard(&a, &snap, si, d, lanes, route, caps, &results, &throttle, &task, seen) {
+        let r = verify_shard(
+            c, &sh.id, sh.feed, d, lanes, route, caps, &results, throttle, seen, &task,
+        );
+        dests.push(sh.dest.clone());
+        ids.push(sh.id.clone());
+        match r {
             Ok(r) => {
                 redirects += r;
                 task.finish(true);
             }
             Err(e) => {
                 task.finish(false);
-                failure = Some(e.context(format!("shard {} -> {}", snap.manifest.shards[si].id, d.describe)));
+                failure = Some(e.context(format!("shard {} -> {}", sh.id, sh.dest.describe)));
                 break;
             }
         }
@@ -632,13 +715,13 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if let Some(e) = failure {
         return Err(e.context("could not verify"));
     }
-    if a.extra {
+    if c.extra {
         for (describe, (n, seen)) in &seen_by_dest {
             let d = dests
                 .iter()
                 .find(|d| &d.describe == describe)
                 .expect("BUG: a destination of a shard");
-            find_extra(d, &kind, &nodes, seen, &results, &snap.manifest.shards[shards[*n]].id)?;
+            find_extra(d, &kind, &nodes, seen, &results, &ids[*n], what)?;
         }
     }
     let mut r = results.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -681,8 +764,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         out,
         "{}: {checked} keys compared{} in {:.1}s, {} differences{}",
         target.server.name,
-        if a.sample < 1.0 {
-            format!(" (a sample of {})", a.sample)
+        if c.sample < 1.0 {
+            format!(" (a sample of {})", c.sample)
         } else {
             String::new()
         },

@@ -1,63 +1,28 @@
-//! Enumerates one database and reads every key: SCAN with TYPE and PTTL pipelined per page of
-//! keys (no round trip per key), then small keys whole in one more pipeline and big ones on
-//! their own, in parts (read.rs). On Pika the stateless range scans are used instead of SCAN
-//! when the server has them (pika.rs). What could not be read is counted or reported by name;
-//! nothing is dropped silently.
+//! The source line, stage 2: typed reads. Each listed key is classified by its TYPE and PTTL
+//! (gone, filtered, of an unknown type, or to read with its absolute expiry); small keys are
+//! read whole in one pipeline per page, big ones on their own in parts (read.rs); a key that
+//! changes while read is read again. The records go to the caller's `emit`, and every key is
+//! counted in a [`DbReport`] or named in it: nothing is dropped silently.
 //!
-//! Pika facts relied on (SERVERS.md): TYPE answers `streams` for a stream on 4.0; PTTL answers 0
-//! for a missing key or any stream on 4.0 (never "expire now"); with `slotmigrate yes`, SCAN lists
-//! internal `_internal:slotkey:4migrate:*` / `_internal:slottag:4migrate:*` sets that are not user
-//! data; a HyperLogLog is a 131072-byte string in Pika's own encoding.
+//! Pika facts relied on (SERVERS.md): TYPE answers `streams` for a stream on 4.0; PTTL answers
+//! 0 for a missing key or any stream on 4.0 (never "expire now"); a HyperLogLog is a
+//! 131072-byte string in Pika's own encoding.
 
-use std::collections::BTreeMap;
-
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{anyhow, Context};
 use redis::ConnectionLike;
 use serde::{Deserialize, Serialize};
 
-use super::conn::ServerKind;
-use super::drive::{drive, Lister, Page};
-use super::link::Link;
-use super::read::{batch_commands, batch_whole, read_key, Emit, KeyRef, Outcome, ReadOptions};
-use super::throttle::Throttle;
+use super::list::{Listed, ScanOptions};
+use super::read::{batch_commands, batch_whole, read_key, Emit, KeyRef, Outcome};
 use crate::format::consts::{FLAG_LAST, FLAG_MULTI_TYPE, FLAG_PIKA_HLL};
 use crate::format::record::{KeyRecord, KeyType, Lossy};
-
-/// Pika's internal slot-migration sets, skipped by default (SERVERS.md).
-pub(crate) const PIKA_INTERNAL: [&[u8]; 2] = [b"_internal:slotkey:4migrate:", b"_internal:slottag:4migrate:"];
+use crate::server::conn::ServerKind;
+use crate::util::{key_json, now_ms, Problem};
 
 /// How many times a key that changed while read is read again before it is reported as failed.
 const REREADS: usize = 3;
-
-/// What to export from a database.
-#[derive(Clone, Debug, Default)]
-pub struct ScanOptions {
-    pub read: ReadOptions,
-    /// SCAN COUNT.
-    pub count: usize,
-    /// SCAN MATCH pattern.
-    pub pattern: Option<String>,
-    /// Only these types (all when empty).
-    pub types: Vec<KeyType>,
-    /// Keys starting with any of these are skipped.
-    pub exclude_prefixes: Vec<Vec<u8>>,
-    /// Report keys of unknown types as skipped instead of failed.
-    pub skip_unknown_types: bool,
-    /// Compare every read with the key's length, as on Pika, whatever the server (for tests).
-    pub check_lengths: bool,
-    /// Connections reading keys, besides the one listing them.
-    pub readers: usize,
-}
-
-/// A key that was not exported, by name, and why.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The key, rendered as in `kvferry cat` (UTF-8, or base64).
-    pub key: serde_json::Value,
-    pub reason: String,
-}
 
 /// What exporting one database came to.
 #[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq, Eq)]
@@ -103,233 +68,12 @@ impl DbReport {
     }
 }
 
-/// Where the enumeration of a database stands between two pages: enough to continue it in
-/// another process (`export --resume`).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-#[serde(tag = "by", rename_all = "snake_case")]
-pub enum Position {
-    /// SCAN with this cursor next ("0" at the start). A cursor means nothing to another run of
-    /// the server, so it is kept with the server's run_id and used only on the same run.
-    Scan { cursor: String, run_id: Option<String> },
-    /// Pika's range scans (pika.rs): pass `pass` (a type, then streams) from key `start` (hex;
-    /// empty: from the first key). Keys stay valid across restarts of the server.
-    Range { pass: usize, start: String },
-}
-
-/// Where an export goes: its records, and the end of every page, when everything listed before
-/// `next` has been handed to `record` and no key is half-written, so the caller may checkpoint.
-pub trait Out {
-    /// Called from the reader threads, one key at a time.
-    fn record(&mut self, r: &KeyRecord) -> anyhow::Result<()>;
-    /// `keys`: keys listed on the page (exported, skipped or gone). `report`: all pages so far.
-    /// `quiet`: every page listed so far is complete, so the records written are exactly those
-    /// of the pages up to `next`: the only moment a checkpoint is exact (a resume from it
-    /// writes no key twice, issue 11).
-    fn page(&mut self, keys: u64, next: &Position, report: &DbReport, quiet: bool) -> anyhow::Result<()>;
-    /// A checkpoint is wanted: the listing stops handing out pages until a quiet one.
-    fn checkpoint_due(&self) -> bool;
-    /// The enumeration starts over from the first key (the server restarted and its cursor is
-    /// void): forget every record written, so no key is in the shard twice.
-    fn start_over(&mut self) -> anyhow::Result<()>;
-}
-
-pub fn key_json(k: &[u8]) -> serde_json::Value {
-    let mut s = String::new();
-    crate::format::render::bytes(&mut s, k);
-    serde_json::from_str(&s).expect("BUG: render::bytes writes valid JSON")
-}
-
-/// The key [`key_json`] rendered.
-pub fn key_from_json(v: &serde_json::Value) -> Option<Vec<u8>> {
-    use base64::Engine;
-    match v {
-        serde_json::Value::String(s) => Some(s.as_bytes().to_vec()),
-        serde_json::Value::Object(m) => base64::engine::general_purpose::STANDARD
-            .decode(m.get("base64")?.as_str()?)
-            .ok(),
-        _ => None,
-    }
-}
-
 /// The type TYPE names, if kvferry can export it.
 fn key_type(name: &str) -> Option<KeyType> {
     match name {
         "streams" => Some(KeyType::Stream), // Pika 4.0 (SERVERS.md)
         other => KeyType::from_name(other),
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Exports database `db` of the server behind `link` into `out`, from the start or from where an
-/// earlier run stopped (`from`: its position and report), reading with `opts.readers`
-/// connections besides `link` (drive.rs). On Pika with range scans, enumerates with them
-/// (pika.rs); otherwise with SCAN. A lost connection is recovered: the page is done again from
-/// the same cursor; after a restart of the server (SCAN cursors do not survive one: Redis' hash
-/// seed changes, Pika restarts them silently, SERVERS.md) the database is scanned again from the
-/// start. Keys exported twice are resolved by F-PART-3 (the last occurrence wins), and the report
-/// counts each key once: page counts join it only when the page is complete, and a rescan
-/// starts it afresh.
-pub fn export_db(
-    link: &mut Link,
-    throttle: &Throttle,
-    db: u32,
-    opts: &ScanOptions,
-    from: Option<(Position, DbReport)>,
-    out: &mut (dyn Out + Send),
-) -> anyhow::Result<DbReport> {
-    link.select(db)?;
-    let kind = link.server.kind.clone();
-    let opts = &ScanOptions {
-        read: opts.read.for_server(&kind),
-        ..opts.clone()
-    };
-    if matches!(kind, ServerKind::Pika(..)) && super::pika::has_range_scan(&mut link.conn(throttle)) {
-        if matches!(from, Some((Position::Scan { .. }, _))) {
-            out.start_over()?; // the lister starts over too
-        }
-        let (mut lister, report) = super::pika::RangeLister::new(&kind, opts, from)?;
-        return drive(link, throttle, db, opts, &mut lister, report, out);
-    }
-    let run_id = link.run_id().map(str::to_string);
-    // A checkpoint is taken after a page, so a checkpointed cursor 0 is the end of the scan
-    // (SCAN's last reply), not its start: the listing is done.
-    let (report, cursor, done) = match from {
-        None => (DbReport::default(), b"0".to_vec(), false),
-        Some((Position::Range { .. }, _)) => {
-            return Err(anyhow!(
-                "the checkpoint was taken with Pika's range scans, which this server does not answer"
-            ))
-        }
-        Some((Position::Scan { cursor, run_id: was }, report)) => {
-            if was.is_some() && was == run_id {
-                let done = cursor == "0";
-                (report, cursor.into_bytes(), done)
-            } else {
-                out.start_over()?;
-                (rescan(&report), b"0".to_vec(), false)
-            }
-        }
-    };
-    let mut lister = ScanLister {
-        cursor,
-        run_id,
-        opts,
-        pika: matches!(kind, ServerKind::Pika(..)),
-        done,
-    };
-    drive(link, throttle, db, opts, &mut lister, report, out)
-}
-
-/// The report to start a rescan with: the counts start afresh, the fault counters go on.
-fn rescan(r: &DbReport) -> DbReport {
-    DbReport {
-        rescans: r.rescans + 1,
-        reconnects: r.reconnects,
-        ..DbReport::default()
-    }
-}
-
-/// SCAN, one cursor sequence on one connection, with a fixed COUNT and MATCH.
-struct ScanLister<'o> {
-    cursor: Vec<u8>,
-    run_id: Option<String>,
-    opts: &'o ScanOptions,
-    pika: bool,
-    done: bool,
-}
-
-impl Lister for ScanLister<'_> {
-    fn next(&mut self, conn: &mut dyn ConnectionLike) -> anyhow::Result<Option<Page>> {
-        if self.done {
-            return Ok(None);
-        }
-        let mut scan = redis::cmd("SCAN");
-        scan.arg(&self.cursor).arg("COUNT").arg(self.opts.count.max(1));
-        if let Some(p) = &self.opts.pattern {
-            scan.arg("MATCH").arg(p);
-        }
-        let (next, keys): (Vec<u8>, Vec<Vec<u8>>) = scan.query(conn).context("SCAN")?;
-        let listed = keys.len() as u64;
-        let (keys, filtered) = filter(keys, self.opts, self.pika);
-        let at = Position::Scan {
-            cursor: String::from_utf8(next.clone()).map_err(|_| anyhow!("SCAN returned a cursor that is not text"))?,
-            run_id: self.run_id.clone(),
-        };
-        self.done = next == b"0";
-        self.cursor = next;
-        Ok(Some(Page {
-            keys,
-            ty: None,
-            listed,
-            filtered,
-            at,
-        }))
-    }
-
-    fn reconnected(&mut self, restarted: bool, run_id: Option<&str>) -> bool {
-        self.run_id = run_id.map(str::to_string);
-        if restarted {
-            (self.cursor, self.done) = (b"0".to_vec(), false);
-        }
-        restarted
-    }
-}
-
-/// Drops excluded prefixes and, on Pika, its internal slot-migration sets; says how many.
-pub(crate) fn filter(keys: Vec<Vec<u8>>, opts: &ScanOptions, pika: bool) -> (Vec<Vec<u8>>, u64) {
-    let before = keys.len();
-    let keys: Vec<Vec<u8>> = keys
-        .into_iter()
-        .filter(|k| {
-            !(opts.exclude_prefixes.iter().any(|p| k.starts_with(p))
-                || (pika && PIKA_INTERNAL.iter().any(|p| k.starts_with(p))))
-        })
-        .collect();
-    let filtered = (before - keys.len()) as u64;
-    (keys, filtered)
-}
-
-/// TYPE and PTTL of every key of a SCAN page, in one pipeline.
-pub(crate) fn list_types<'k>(
-    conn: &mut dyn ConnectionLike,
-    db: u32,
-    keys: &'k [Vec<u8>],
-) -> anyhow::Result<Vec<Listed<'k>>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut pipe = redis::pipe();
-    for k in keys {
-        pipe.cmd("TYPE").arg(k).cmd("PTTL").arg(k);
-    }
-    let replies: Vec<redis::Value> = pipe.query(conn).context("TYPE/PTTL pipeline")?;
-    let read_at = now_ms();
-    if replies.len() != 2 * keys.len() {
-        return Err(anyhow!(
-            "TYPE/PTTL pipeline: {} replies for {} commands",
-            replies.len(),
-            2 * keys.len()
-        ));
-    }
-    keys.iter()
-        .zip(replies.chunks(2))
-        .map(|(k, r)| {
-            Ok(Listed {
-                db,
-                key: k,
-                ty: redis::from_redis_value(&r[0]).with_context(|| format!("TYPE {:?}", Lossy(k)))?,
-                pttl: redis::from_redis_value(&r[1]).with_context(|| format!("PTTL {:?}", Lossy(k)))?,
-                read_at,
-                fixed: false,
-                flags: 0,
-            })
-        })
-        .collect()
 }
 
 /// Reads listed keys: small ones whole in one pipeline, the others, and any key the batch did
@@ -416,21 +160,6 @@ pub(crate) fn read_listed(
         }
     }
     Ok(())
-}
-
-/// A listed key with the TYPE and PTTL read for it at `read_at`.
-pub(crate) struct Listed<'k> {
-    pub db: u32,
-    pub key: &'k [u8],
-    /// The type as the server names it.
-    pub ty: String,
-    pub pttl: i64,
-    pub read_at: u64,
-    /// The type is known from how the key was listed (Pika's per-type scans): never ask TYPE,
-    /// which on Pika <= 3.5 names only one of a multi-type key's types (SERVERS.md).
-    pub fixed: bool,
-    /// Flags for its records (MULTI_TYPE).
-    pub flags: u64,
 }
 
 /// Length of the string Pika stores a HyperLogLog as (SERVERS.md: PFADD stores a 131072-byte
@@ -601,13 +330,6 @@ fn export_key(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_round_trip_through_json() {
-        for k in [&b"plain"[..], b"\xff\x00bin", b""] {
-            assert_eq!(key_from_json(&key_json(k)).as_deref(), Some(k));
-        }
-    }
 
     #[test]
     fn pika_hll_rule() {

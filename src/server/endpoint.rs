@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context};
 use redis::IntoConnectionInfo;
 
-use crate::source::conn::redact;
+use crate::server::conn::redact;
 
 /// Connection options shared by the commands that talk to servers.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -196,7 +196,7 @@ impl Endpoint {
             password: None,
             token: None,
             tls: Arc::default(),
-            read_timeout: crate::source::conn::READ_TIMEOUT,
+            read_timeout: crate::server::conn::READ_TIMEOUT,
         }
     }
 

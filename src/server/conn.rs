@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 
-use crate::endpoint::Endpoint;
+use crate::server::endpoint::Endpoint;
 
 /// Server software, from `INFO server`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context};
 
 use super::conn::{connect, describe, Server};
 use super::throttle::{Throttle, Throttled};
-use crate::endpoint::Endpoint;
+use crate::server::endpoint::Endpoint;
 
 /// How long to keep trying to reconnect before giving up.
 const PATIENCE: Duration = Duration::from_secs(120);

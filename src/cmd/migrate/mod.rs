@@ -1,0 +1,695 @@
+//! `kvferry migrate`: export, import and verify as one pipeline, for when the files are not
+//! needed. Records stream from the source's reads to the target's writes (shard.rs) with the
+//! guarantees of both commands: the same filters, mapping, conflict and multi-type policies,
+//! reconnects, checkpoints and `--resume`, progress, summary and report. It ends with a verify
+//! that reads the source again and compares every key with the target (unless `--no-verify`).
+//! With `--via DIR` it runs export, import and verify through a snapshot in DIR, and keeps it.
+
+mod shard;
+mod state;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+
+use super::export::SelectArgs;
+use super::import::Conflict;
+use crate::interrupt::Interrupted;
+use crate::progress::{Mode, Progress};
+use crate::server::conn::{connect, describe, redact, ServerKind};
+use crate::server::endpoint::Endpoint;
+use crate::server::link::Link;
+use crate::server::throttle::Throttle;
+use crate::source::pika_cache::CacheOff;
+use crate::source::{export_db, DbReport, Out, Position, ScanOptions};
+use crate::target::dest::{
+    check_writable, destinations, dialect_of, open_target, refuse_non_empty, Dest, MapArgs, MultiType,
+};
+use crate::target::dispatch::WriteConf;
+use crate::target::track::Counts;
+use shard::{Cancelled, ShardOutcome};
+use state::{Options, RunState, StateDir};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The server to read, redis://[user:pass@]host:port (Pika, Redis, Kvrocks, Valkey); repeat
+    /// for several. Each source × database is a shard.
+    #[arg(long = "source", value_name = "URL", required = true)]
+    pub sources: Vec<String>,
+    /// The server to write into.
+    #[arg(long, value_name = "URL")]
+    pub target: String,
+    /// Go through a snapshot in this directory and keep it (export, import, verify one after
+    /// the other), instead of streaming with no files.
+    #[arg(long, value_name = "DIR")]
+    pub via: Option<PathBuf>,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub map: MapArgs,
+    /// Keys that exist on the target: `fail` refuses to start unless every target database is
+    /// empty, `replace` overwrites them, `skip` leaves them and counts them.
+    #[arg(long, value_enum, default_value = "fail")]
+    pub conflict: Conflict,
+    /// Keys the source holds under several types (Pika <= 3.5): `fail` writes none of them and
+    /// lists them, `first` writes the first type, `suffix` writes the others as KEY:TYPE.
+    #[arg(long, value_enum, default_value = "fail")]
+    pub multi_type: MultiType,
+    /// Shards migrated at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+    /// Connections per shard that read the source's keys while another lists them.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub readers: u32,
+    /// Connections per shard to the target (per master on a cluster).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub connections: u32,
+    /// Commands per pipelined batch on a target connection (batches are also cut at 4 MiB).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub pipeline: u32,
+    /// Send at most this many commands per second to the sources, and as many to the target.
+    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_ops_per_sec: Option<u64>,
+    /// Continue an interrupted migration from its checkpoints; give the same options.
+    #[arg(long)]
+    pub resume: bool,
+    /// Where to keep checkpoints (default: $XDG_STATE_HOME/kvferry, or ~/.local/state/kvferry,
+    /// one directory per target). Kept, marked done, after the migration: a `--resume` of a
+    /// finished one writes nothing and verifies again.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Connect, plan the shards, check the mapping and conflicts; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not read the source again at the end to compare every key with the target.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// How far an expiry may be off in the verify, e.g. `5s`, `500ms`.
+    #[arg(long, default_value = "5s", value_parser = super::verify::parse_duration_ms)]
+    pub ttl_tolerance: u64,
+    /// Stop at the first key the target refuses (the default goes on and lists them all).
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// How to show progress on stderr (see `kvferry export --help`).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: Mode,
+    /// Write a JSON report of the run to this file (with --via: FILE.export, FILE.import and
+    /// FILE.verify, one per step).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub connect: crate::server::endpoint::ConnectArgs,
+    /// Seconds between checkpoints.
+    #[arg(long, default_value_t = 5.0, hide = true)]
+    pub checkpoint_secs: f64,
+}
+
+/// A shard of the migration: a source's database.
+struct Planned {
+    id: String,
+    source: usize,
+    db: u32,
+}
+
+/// The default place for checkpoints: the user's state directory, one per target.
+fn default_state(target: &str) -> anyhow::Result<PathBuf> {
+    let base = match (std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME")) {
+        (Some(x), _) if !x.is_empty() => PathBuf::from(x),
+        (_, Some(h)) if !h.is_empty() => PathBuf::from(h).join(".local/state"),
+        _ => bail!("neither XDG_STATE_HOME nor HOME is set: say where to keep checkpoints with --state DIR"),
+    };
+    let safe: String = target
+        .split_once("://")
+        .map_or(target, |(_, h)| h)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok(base.join("kvferry").join(format!("migrate-{safe}")))
+}
+
+pub fn run(a: Args) -> anyhow::Result<i32> {
+    crate::interrupt::stops_cleanly();
+    crate::util::check_report_path(a.report.as_deref())?;
+    if a.via.is_some() {
+        return run_via(a);
+    }
+    let scan = a.select.scan_options(a.max_ops_per_sec, a.readers)?;
+    let endpoints = a.connect.endpoints(&a.sources)?;
+    // Every argument is checked before the slow work: the target and the mapping too.
+    let target = open_target(&a.connect, &a.target, &a.map, "target")?;
+    let _caches_off = endpoints
+        .iter()
+        .map(|ep| {
+            let mut conn = connect(ep, Duration::from_secs(10))?;
+            let server = describe(&ep.name(), &mut conn)?;
+            CacheOff::guard(ep, &mut conn, &server, a.connect.pika_cache_off)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (shards, empty) = plan(&a.select, &endpoints)?;
+    if empty > 0 {
+        eprintln!("{empty} empty databases: nothing to migrate from them");
+    }
+    let dests = destinations(
+        &a.map,
+        a.conflict == Conflict::Skip,
+        &shards.iter().map(|s| s.db).collect::<Vec<_>>(),
+        Some((&target.probe, &target.server)),
+        target.slots.is_some(),
+    )?;
+    check_writable(&target.probe, &target.server.name, a.dry_run)?;
+    let dialect = dialect_of(&target.server, &target.probe, a.dry_run)?;
+    let state_dir = StateDir {
+        dir: match &a.state {
+            Some(d) => d.clone(),
+            None => default_state(&target.server.name)?,
+        },
+    };
+    let options = Options {
+        sources: a.sources.iter().map(|u| redact(u)).collect(),
+        target: target.server.name.clone(),
+        shards: shards.iter().map(|s| s.id.clone()).collect(),
+        destinations: dests.iter().map(|d| d.describe.clone()).collect(),
+        conflict: format!("{:?}", a.conflict).to_lowercase(),
+        multi_type: format!("{:?}", a.multi_type).to_lowercase(),
+        filters: format!(
+            "db={} match={:?} types={:?} exclude={:?} skip_unknown={}",
+            a.select.db, a.select.pattern, a.select.types, a.select.exclude_prefix, a.select.skip_unknown_types
+        ),
+    };
+    let previous = state_dir.read_run()?;
+    let resuming = match (&previous, a.resume) {
+        (Some(run), true) => {
+            run.check_same(&options, &state_dir.dir)?;
+            true
+        }
+        (Some(_), false) if !a.dry_run => {
+            let unfinished = shards
+                .iter()
+                .any(|s| !state_dir.load_shard(&s.id).ok().flatten().is_some_and(|st| st.done));
+            if unfinished {
+                bail!(
+                    "{}: an unfinished migration into {} is recorded there; add --resume to continue it, or remove the directory to start over",
+                    state_dir.dir.display(),
+                    target.server.name
+                );
+            }
+            false
+        }
+        (None, true) => {
+            eprintln!(
+                "{}: no checkpoint: starting the migration from the beginning",
+                state_dir.dir.display()
+            );
+            false
+        }
+        _ => false,
+    };
+    if a.conflict == Conflict::Fail && !resuming {
+        refuse_non_empty(&dests, target.slots.as_ref())?;
+    }
+    if a.dry_run {
+        for (s, d) in shards.iter().zip(&dests) {
+            println!(
+                "{} ({} db {}) -> {}",
+                s.id,
+                redact(&a.sources[s.source]),
+                s.db,
+                d.describe
+            );
+        }
+        println!("dry run: the source and the target answer, the mapping and conflict rules hold; nothing was written");
+        return Ok(0);
+    }
+    std::fs::create_dir_all(&state_dir.dir).with_context(|| {
+        format!(
+            "{}: cannot create the migration's state directory; give a writable one with --state DIR",
+            state_dir.dir.display()
+        )
+    })?;
+    let _lock = crate::util::DirLock::take(&state_dir.dir)?;
+    if !resuming {
+        state_dir.start(&RunState {
+            kvferry: env!("CARGO_PKG_VERSION").into(),
+            started_unix_ms: crate::util::now_ms(),
+            options,
+        })?;
+    }
+    eprintln!("checkpoints in {}", state_dir.dir.display());
+    let (source_throttle, target_throttle) = (Throttle::new(a.max_ops_per_sec), Throttle::new(a.max_ops_per_sec));
+    let stop = AtomicBool::new(false);
+    let progress = Progress::start(a.progress, shards.iter().map(|s| s.id.clone()).collect());
+    let ctx = shard::Ctx {
+        write: WriteConf {
+            dialect,
+            del_first: a.conflict != Conflict::Skip,
+            multi: a.multi_type,
+            pipeline: a.pipeline as usize,
+            batch_bytes: 4 << 20,
+        },
+        scan: &scan,
+        connections: a.connections as usize,
+        source_throttle: &source_throttle,
+        target_throttle: &target_throttle,
+        stop: &stop,
+        fail_fast: a.fail_fast,
+        checkpoint_every: Duration::from_secs_f64(a.checkpoint_secs.max(0.05)),
+        state: &state_dir,
+        notify: Some(progress.printer()),
+        slots: target.slots.as_ref(),
+    };
+    let started = std::time::Instant::now();
+    let results = run_shards(
+        &ctx,
+        &endpoints,
+        &shards,
+        &dests,
+        resuming,
+        a.parallel as usize,
+        &progress,
+    );
+    progress.stop();
+    let mut outcomes = Vec::new();
+    let mut errors = Vec::new();
+    for (s, r) in shards.iter().zip(results) {
+        match r {
+            Ok(o) => outcomes.push((s, o)),
+            Err((e, o)) => {
+                if !(e.is::<Cancelled>() || e.is::<Interrupted>()) {
+                    errors.push(format!(
+                        "shard {} ({} db {}): {e:#}",
+                        s.id,
+                        redact(&a.sources[s.source]),
+                        s.db
+                    ));
+                }
+                outcomes.push((s, *o));
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if crate::interrupt::interrupted() && errors.is_empty() {
+        let keys: u64 = outcomes.iter().map(|(_, o)| o.counts.keys()).sum();
+        println!(
+            "interrupted: {keys} keys migrated so far; every shard stopped at a checkpoint in {}.\nContinue with:\n  {}",
+            state_dir.dir.display(),
+            crate::interrupt::resume_command()
+        );
+        return Ok(crate::interrupt::EXIT_INTERRUPTED);
+    }
+    let failed = summary(&outcomes, &dests, seconds, a.report.is_some())?;
+    if let Some(path) = &a.report {
+        write_report(path, &target.server.name, &outcomes, &errors)?;
+    }
+    if !errors.is_empty() {
+        for e in &errors[1..] {
+            eprintln!("error: {e}");
+        }
+        bail!(
+            "{}\nThe migration is unfinished; its checkpoints are in {}: fix the cause and run the same command with --resume.",
+            errors[0],
+            state_dir.dir.display()
+        );
+    }
+    if failed > 0 {
+        println!(
+            "the checkpoints stay in {}: once the cause is fixed, run the same command with --resume to write the failed keys again",
+            state_dir.dir.display()
+        );
+    }
+    if a.no_verify {
+        return Ok(if failed == 0 { 0 } else { 1 });
+    }
+    let verified = verify(&a, &scan, &endpoints, &shards, &dests, &target)?;
+    Ok(if failed == 0 && verified == 0 { 0 } else { 1 })
+}
+
+/// Lists the shards: one per source × database; on Redis and Valkey, whose DBSIZE is exact,
+/// empty databases are left out (and counted).
+fn plan(select: &SelectArgs, endpoints: &[Endpoint]) -> anyhow::Result<(Vec<Planned>, usize)> {
+    let mut shards = Vec::new();
+    let mut empty = 0;
+    for (i, ep) in endpoints.iter().enumerate() {
+        let mut link = Link::open(ep)?;
+        let server = link.server.clone();
+        eprintln!(
+            "{}: {} with {} databases (source)",
+            server.name,
+            server.software(),
+            server.databases.len()
+        );
+        let exact = matches!(server.kind, ServerKind::Redis | ServerKind::Valkey);
+        for db in super::export::parse_dbs(&select.db, &server.databases).with_context(|| server.name.clone())? {
+            if exact && select.db == "all" {
+                link.select(db)?;
+                let n: u64 = redis::cmd("DBSIZE")
+                    .query(&mut link.conn(&Throttle::new(None)))
+                    .with_context(|| format!("{}: DBSIZE", server.name))?;
+                if n == 0 {
+                    empty += 1;
+                    continue;
+                }
+            }
+            shards.push(Planned {
+                id: format!("src{i}-db{db}"),
+                source: i,
+                db,
+            });
+        }
+    }
+    if shards.is_empty() {
+        bail!(
+            "the sources hold no keys in the databases asked for (--db {}); nothing to migrate",
+            select.db
+        );
+    }
+    Ok((shards, empty))
+}
+
+type ShardResult = Result<ShardOutcome, (anyhow::Error, Box<ShardOutcome>)>;
+
+/// Runs the shards on up to `parallel` threads; after a failure the others stop at their next
+/// page (keeping their checkpoints).
+fn run_shards(
+    ctx: &shard::Ctx,
+    endpoints: &[Endpoint],
+    shards: &[Planned],
+    dests: &[Dest],
+    resuming: bool,
+    parallel: usize,
+    progress: &Progress,
+) -> Vec<ShardResult> {
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<ShardResult>>> = shards.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..parallel.min(shards.len()).max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= shards.len() {
+                    return;
+                }
+                let task = progress.task(i);
+                let r = one_shard(ctx, endpoints, &shards[i], &dests[i], resuming, &task);
+                task.finish(r.is_ok());
+                if r.is_err() {
+                    ctx.stop.store(true, Ordering::Relaxed);
+                }
+                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(|| Err((anyhow!("BUG: a shard did not run"), Box::default())))
+        })
+        .collect()
+}
+
+fn one_shard(
+    ctx: &shard::Ctx,
+    endpoints: &[Endpoint],
+    s: &Planned,
+    dest: &Dest,
+    resuming: bool,
+    task: &crate::progress::Task,
+) -> ShardResult {
+    let fail = |e: anyhow::Error| (e, Box::default());
+    if ctx.stop.load(Ordering::Relaxed) {
+        return Err(fail(Cancelled.into()));
+    }
+    let from = if resuming {
+        ctx.state.load_shard(&s.id).map_err(fail)?
+    } else {
+        None
+    };
+    if let Some(st) = from.as_ref().filter(|st| st.done) {
+        if st.counts.failed_total() == 0 && st.read.failed.is_empty() {
+            task.start(Some(st.counts.keys()));
+            task.add(st.counts.keys(), 0);
+            return Ok(ShardOutcome {
+                read: st.read.clone(),
+                counts: st.counts.clone(),
+                seconds: st.seconds,
+                resumed: true,
+                ..ShardOutcome::default()
+            });
+        }
+    }
+    // A finished shard with failed keys is migrated again whole (each key from a DEL): the
+    // keys that failed are written this time, the others once more.
+    let from = from.filter(|st| !st.done);
+    let mut link = Link::open(&endpoints[s.source])
+        .map_err(fail)?
+        .with_notify(ctx.notify.clone());
+    shard::run(ctx, &s.id, &mut link, s.db, dest, from, task)
+}
+
+fn types(m: &BTreeMap<String, u64>) -> String {
+    m.iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(t, n)| format!("{t} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Prints the summary; returns the keys that failed (read or written).
+fn summary(outcomes: &[(&Planned, ShardOutcome)], dests: &[Dest], seconds: f64, report: bool) -> std::io::Result<u64> {
+    let mut out = std::io::stdout().lock();
+    use std::io::Write;
+    let (mut total, mut read) = (Counts::default(), DbReport::default());
+    for ((s, o), d) in outcomes.iter().zip(dests) {
+        let c = &o.counts;
+        writeln!(
+            out,
+            "{} -> {}: written {} ({}), expired {}, skipped {}, failed {}{}",
+            s.id,
+            d.describe,
+            c.written.values().sum::<u64>(),
+            types(&c.written),
+            c.expired.values().sum::<u64>(),
+            c.skipped.values().sum::<u64>(),
+            c.failed_total() + o.read.failed.len() as u64,
+            if o.resumed { " (resumed)" } else { "" }
+        )?;
+        total.merge(c);
+        read.merge(o.read.clone());
+    }
+    let failed = total.failed_total() + read.failed.len() as u64;
+    let bytes: u64 = total.bytes;
+    writeln!(
+        out,
+        "total: written {} keys ({}), expired {}, skipped {}, failed {}; gone before read {}; in {:.1} s ({:.0} keys/s)",
+        total.written.values().sum::<u64>(),
+        crate::util::human_bytes(bytes),
+        total.expired.values().sum::<u64>(),
+        total.skipped.values().sum::<u64>(),
+        failed,
+        read.gone,
+        seconds,
+        total.written.values().sum::<u64>() as f64 / seconds.max(0.001),
+    )?;
+    let read_failed: Vec<crate::util::Problem> = read.failed.clone();
+    super::list_keys(&mut out, "failed to read", &read_failed, report)?;
+    super::list_keys(&mut out, "failed", &total.failed_keys, report)?;
+    super::list_keys(&mut out, "multi-type", &total.multi_type, report)?;
+    super::list_keys(&mut out, "Pika HyperLogLog", &total.pika_hll, report)?;
+    Ok(failed)
+}
+
+fn write_report(
+    path: &std::path::Path,
+    target: &str,
+    outcomes: &[(&Planned, ShardOutcome)],
+    errors: &[String],
+) -> anyhow::Result<()> {
+    let shards: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|(s, o)| {
+            serde_json::json!({
+                "shard": s.id,
+                "db": s.db,
+                "seconds": o.seconds,
+                "resumed": o.resumed,
+                "read": o.read,
+                "written": o.counts,
+                "target_reconnects": o.target_reconnects,
+                "redirects": o.redirects,
+            })
+        })
+        .collect();
+    let text = serde_json::to_vec_pretty(&serde_json::json!({
+        "target": target,
+        "shards": shards,
+        "errors": errors,
+    }))?;
+    std::fs::write(path, text).with_context(|| format!("{}: cannot write the report", path.display()))
+}
+
+/// An [`Out`] that hands records to the verify's sink.
+struct Feed<'s> {
+    sink: &'s mut (dyn FnMut(&crate::format::record::KeyRecord) -> anyhow::Result<()> + Send),
+}
+
+impl Out for Feed<'_> {
+    fn record(&mut self, r: &crate::format::record::KeyRecord) -> anyhow::Result<()> {
+        (self.sink)(r)
+    }
+    fn page(&mut self, _: u64, _: &Position, _: &DbReport, _: bool) -> anyhow::Result<()> {
+        if crate::interrupt::interrupted() {
+            return Err(Interrupted.into());
+        }
+        Ok(())
+    }
+    fn checkpoint_due(&self) -> bool {
+        false
+    }
+    fn start_over(&mut self) -> anyhow::Result<()> {
+        bail!("the source restarted during the verify: run the same command with --resume (nothing is written again) to verify again")
+    }
+}
+
+/// Reads the source again and compares every key with the target; returns the differences'
+/// exit code (0 none, 1 some).
+fn verify(
+    a: &Args,
+    scan: &ScanOptions,
+    endpoints: &[Endpoint],
+    shards: &[Planned],
+    dests: &[Dest],
+    target: &crate::target::dest::Target,
+) -> anyhow::Result<i32> {
+    println!("verifying: reading the source again and comparing every key with the target");
+    let throttle = Throttle::new(a.max_ops_per_sec);
+    let list = shards
+        .iter()
+        .zip(dests)
+        .map(|(s, d)| {
+            let (ep, db, throttle) = (&endpoints[s.source], s.db, &throttle);
+            super::verify::Shard {
+                id: s.id.clone(),
+                keys: None,
+                dest: d.clone(),
+                feed: Box::new(move |sink| {
+                    let mut link = Link::open(ep)?;
+                    export_db(&mut link, throttle, db, scan, None, &mut Feed { sink })?;
+                    Ok(())
+                }),
+            }
+        })
+        .collect();
+    let check = super::verify::Check {
+        sample: 1.0,
+        multi_type: match a.multi_type {
+            MultiType::Suffix => MultiType::Suffix,
+            _ => MultiType::First,
+        },
+        ttl_tolerance: a.ttl_tolerance,
+        extra: false,
+        parallel: a.connections as usize,
+    };
+    let verify_throttle = Throttle::new(a.max_ops_per_sec);
+    super::verify::compare(
+        &check,
+        target,
+        list,
+        &verify_throttle,
+        a.progress,
+        None,
+        a.connect.pika_cache_off,
+        "the source",
+    )
+}
+
+/// `--via DIR`: export into DIR, import it, verify it; the snapshot stays.
+fn run_via(a: Args) -> anyhow::Result<i32> {
+    let dir = a.via.clone().expect("BUG: called with --via");
+    let step_report = |step: &str| {
+        a.report.as_ref().map(|p| {
+            let mut s = p.clone().into_os_string();
+            s.push(format!(".{step}"));
+            PathBuf::from(s)
+        })
+    };
+    println!("step 1 of 3: export into {}", dir.display());
+    let done = dir.join(crate::format::consts::MANIFEST_NAME).exists();
+    if !done {
+        let code = super::export::run(super::export::Args {
+            sources: a.sources.clone(),
+            out: dir.clone(),
+            select: a.select.clone(),
+            max_ops_per_sec: a.max_ops_per_sec,
+            parallel: a.parallel,
+            readers: a.readers,
+            resume: a.resume,
+            progress: a.progress,
+            report: step_report("export"),
+            connect: a.connect.clone(),
+            check_lengths: false,
+            checkpoint_secs: a.checkpoint_secs,
+        })?;
+        if code != 0 {
+            println!("the export ended with exit code {code}: the import does not start. Fix the cause and run the same command with --resume.");
+            return Ok(code);
+        }
+    } else {
+        println!("{}: the snapshot is complete already", dir.display());
+    }
+    println!("step 2 of 3: import into {}", redact(&a.target));
+    let code = super::import::run(super::import::Args {
+        snapshot: dir.clone(),
+        target: Some(a.target.clone()),
+        resp: None,
+        shards: Vec::new(),
+        map: a.map.clone(),
+        conflict: a.conflict,
+        multi_type: a.multi_type,
+        connections: a.connections,
+        pipeline: a.pipeline,
+        max_ops_per_sec: a.max_ops_per_sec,
+        resume: a.resume,
+        state: a.state.clone(),
+        dry_run: a.dry_run,
+        skip_corrupt_blocks: false,
+        no_check: false,
+        fail_fast: a.fail_fast,
+        progress: a.progress,
+        report: step_report("import"),
+        connect: a.connect.clone(),
+        checkpoint_secs: a.checkpoint_secs,
+    })?;
+    if code != 0 || a.no_verify || a.dry_run {
+        return Ok(code);
+    }
+    println!("step 3 of 3: verify {} against the snapshot", redact(&a.target));
+    super::verify::run(super::verify::Args {
+        snapshot: dir,
+        target: Some(a.target.clone()),
+        source: None,
+        shards: Vec::new(),
+        map: a.map.clone(),
+        multi_type: match a.multi_type {
+            MultiType::Suffix => MultiType::Suffix,
+            _ => MultiType::First,
+        },
+        sample: 1.0,
+        ttl_tolerance: a.ttl_tolerance,
+        parallel: a.connections,
+        extra: false,
+        max_ops_per_sec: a.max_ops_per_sec,
+        report: step_report("verify"),
+        progress: a.progress,
+        connect: a.connect.clone(),
+    })
+}
