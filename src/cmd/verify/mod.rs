@@ -672,24 +672,7 @@ pub(crate) fn compare(
         let task = progress.task(n);
         task.start(sh.keys);
         let d = &sh.dest;
-        let (lanes, route) = match &target.slots {
-            Some(m) => (
-                m.nodes
-                    .iter()
-                    .flat_map(|node| {
-                        let mut l = d.lane.clone();
-                        l.endpoint = l.endpoint.at(node);
-                        vec![l; per]
-                    })
-                    .collect(),
-                Some(ClusterRoute {
-                    map: m.clone(),
-                    per_node: per,
-                    seed: d.lane.clone(),
-                }),
-            ),
-            None => (vec![d.lane.clone(); per], None),
-        };
+        let (lanes, route) = d.lanes(target.slots.as_ref(), per);
         let seen = &mut seen_by_dest
             .entry(d.describe.clone())
             .or_insert_with(|| (n, HashSet::new()))
