@@ -139,6 +139,19 @@ fn dry_run_writes_nothing_and_names_each_destination() {
     let o = migrate(&s, &t, &[]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--db-map"), "{}", text(&o));
+    assert!(
+        text(&o).contains("the source holds databases 0, 3") && text(&o).contains("take one with --db\n"),
+        "in migrate's words (--db, not import's --shard): {}",
+        text(&o)
+    );
+    // A mapping that leaves out a database holding keys: refused, naming it.
+    let o = migrate(&s, &t, &["--db-map", "0=0", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("the source's database 3 is not mapped; map it, or leave it out with --db"),
+        "{}",
+        text(&o)
+    );
     s.assert_alive();
     t.assert_alive();
 }

@@ -44,6 +44,43 @@ pub trait Out {
     fn start_over(&mut self) -> anyhow::Result<()>;
 }
 
+/// Whether database `db` holds any key, when the server can say so exactly; None when it
+/// cannot. Redis and Valkey: DBSIZE. Pika: its DBSIZE is a cached count, refreshed only by
+/// `DBSIZE SCAN` or `INFO keyspace 1` (SERVERS.md), so it is asked the way export lists: a range
+/// scan per type and the streams (pika.rs), stopping at the first key found. Filters are not
+/// applied: a database whose keys are all filtered out still counts as holding keys.
+pub fn holds_keys(link: &mut Link, throttle: &Throttle, db: u32) -> anyhow::Result<Option<bool>> {
+    link.select(db)?;
+    let name = link.server.name.clone();
+    let kind = link.server.kind.clone();
+    let mut conn = link.conn(throttle);
+    match kind {
+        ServerKind::Redis | ServerKind::Valkey => {
+            let n: u64 = redis::cmd("DBSIZE")
+                .query(&mut conn)
+                .map_err(|e| anyhow!("{name}: DBSIZE in database {db}: {e}"))?;
+            Ok(Some(n > 0))
+        }
+        ServerKind::Pika(..) if super::pika::has_range_scan(&mut conn) => {
+            let opts = ScanOptions {
+                count: 1,
+                ..ScanOptions::default()
+            };
+            let mut lister = RangeLister::new(&kind, &opts, None);
+            while let Some(page) = lister
+                .next(&mut conn)
+                .map_err(|e| anyhow!("{name}: database {db}: {e:#}"))?
+            {
+                if page.listed > 0 {
+                    return Ok(Some(true));
+                }
+            }
+            Ok(Some(false))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Exports database `db` of the server behind `link` into `out`, from the start or from where an
 /// earlier run stopped (`from`: its position and report), reading with `opts.readers`
 /// connections besides `link`. On Pika with range scans, enumerates with them

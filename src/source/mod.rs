@@ -20,6 +20,6 @@ pub mod pika;
 pub mod pika_cache;
 pub mod read;
 
-pub use drive::{export_db, Out};
+pub use drive::{export_db, holds_keys, Out};
 pub use keys::DbReport;
 pub use list::{Position, ScanOptions};

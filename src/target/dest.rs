@@ -84,10 +84,36 @@ fn token(spec: &str) -> anyhow::Result<String> {
     }
 }
 
+/// What holds the databases being mapped, for the words of a mapping error.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holder {
+    /// A snapshot: a database is left out with `--shard`.
+    Snapshot,
+    /// A source server (migrate): a database is left out with `--db`.
+    Source,
+}
+
+impl Holder {
+    fn noun(self) -> &'static str {
+        match self {
+            Holder::Snapshot => "the snapshot",
+            Holder::Source => "the source",
+        }
+    }
+
+    fn pick(self) -> &'static str {
+        match self {
+            Holder::Snapshot => "--shard",
+            Holder::Source => "--db",
+        }
+    }
+}
+
 /// Works out where each shard goes (given by its database, in order), refusing ambiguous or
 /// lossy setups.
 pub(crate) fn destinations(
     a: &MapArgs,
+    holder: Holder,
     skip_existing: bool,
     shard_dbs: &[u32],
     target: Option<(&Endpoint, &Server)>,
@@ -110,7 +136,8 @@ pub(crate) fn destinations(
     if dbs.len() > 1 && !mapped {
         let list: Vec<String> = dbs.iter().map(u32::to_string).collect();
         bail!(
-            "the snapshot holds databases {}: say where each goes with {} (e.g. {}), or import one with --shard",
+            "{} holds databases {}: say where each goes with {} (e.g. {}), or take one with {}",
+            holder.noun(),
             list.join(", "),
             if kvrocks {
                 "--namespace-map (Kvrocks ignores SELECT, so databases would merge)"
@@ -120,12 +147,17 @@ pub(crate) fn destinations(
             dbs.iter()
                 .map(|d| format!("{d}={}", if kvrocks { format!("TOKEN{d}") } else { d.to_string() }))
                 .collect::<Vec<_>>()
-                .join(",")
+                .join(","),
+            holder.pick()
         );
     }
     for (flag, m) in [("--db-map", &db_map), ("--namespace-map", &ns_map)] {
         if let Some(d) = dbs.iter().find(|d| !m.is_empty() && !m.contains_key(d)) {
-            bail!("{flag}: the snapshot's database {d} is not mapped; map it, or leave it out with --shard");
+            bail!(
+                "{flag}: {}'s database {d} is not mapped; map it, or leave it out with {}",
+                holder.noun(),
+                holder.pick()
+            );
         }
     }
     if kvrocks && db_map.values().any(|v| v != "0") {

@@ -21,7 +21,9 @@ use crate::format::snapshot::Snapshot;
 use crate::progress::{Mode, Progress};
 use crate::server::throttle::Throttle;
 use crate::target::build::Dialect;
-use crate::target::dest::{check_writable, destinations, dialect_of, open_target, refuse_non_empty, Dest, Target};
+use crate::target::dest::{
+    check_writable, destinations, dialect_of, open_target, refuse_non_empty, Dest, Holder, Target,
+};
 pub use crate::target::dest::{MapArgs, MultiType};
 use crate::target::dispatch::WriteConf;
 use crate::target::lane::Lane;
@@ -327,6 +329,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let Target { probe, server, slots } = target.expect("BUG: clap requires --target without --resp");
     let dests = destinations(
         &a.map,
+        Holder::Snapshot,
         a.conflict == Conflict::Skip,
         &snap.dbs(&shards),
         Some((&probe, &server)),
@@ -562,7 +565,7 @@ fn done_outcome(s: &state::ShardState) -> ShardOutcome {
 
 /// `--resp FILE`: the same commands, written to a file for `redis-cli --pipe`.
 fn run_resp(a: &Args, snap: &Snapshot, shards: &[usize], path: &std::path::Path) -> anyhow::Result<i32> {
-    let dests = destinations(&a.map, false, &snap.dbs(shards), None, false)?;
+    let dests = destinations(&a.map, Holder::Snapshot, false, &snap.dbs(shards), None, false)?;
     let w: Box<dyn Write + Send> = if path.as_os_str() == "-" {
         Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout()))
     } else {

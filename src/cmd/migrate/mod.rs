@@ -20,14 +20,15 @@ use super::export::SelectArgs;
 use super::import::Conflict;
 use crate::interrupt::Interrupted;
 use crate::progress::{Mode, Progress};
-use crate::server::conn::{connect, describe, redact, ServerKind};
+use crate::server::conn::{connect, describe, redact};
 use crate::server::endpoint::Endpoint;
 use crate::server::link::Link;
 use crate::server::throttle::Throttle;
+use crate::source;
 use crate::source::pika_cache::CacheOff;
 use crate::source::{export_db, DbReport, Out, Position, ScanOptions};
 use crate::target::dest::{
-    check_writable, destinations, dialect_of, open_target, refuse_non_empty, Dest, MapArgs, MultiType,
+    check_writable, destinations, dialect_of, open_target, refuse_non_empty, Dest, Holder, MapArgs, MultiType,
 };
 use crate::target::dispatch::WriteConf;
 use crate::target::track::Counts;
@@ -161,6 +162,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     let dests = destinations(
         &a.map,
+        Holder::Source,
         a.conflict == Conflict::Skip,
         &shards.iter().map(|s| s.db).collect::<Vec<_>>(),
         Some((&target.probe, &target.server)),
@@ -347,17 +349,11 @@ fn plan(select: &SelectArgs, endpoints: &[Endpoint]) -> anyhow::Result<(Vec<Plan
             server.software(),
             server.databases.len()
         );
-        let exact = matches!(server.kind, ServerKind::Redis | ServerKind::Valkey);
         for db in super::export::parse_dbs(&select.db, &server.databases).with_context(|| server.name.clone())? {
-            if exact && select.db == "all" {
-                link.select(db)?;
-                let n: u64 = redis::cmd("DBSIZE")
-                    .query(&mut link.conn(&Throttle::new(None)))
-                    .with_context(|| format!("{}: DBSIZE", server.name))?;
-                if n == 0 {
-                    empty += 1;
-                    continue;
-                }
+            // Asked for all databases, the empty ones are left out, where the server can tell.
+            if select.db == "all" && source::holds_keys(&mut link, &Throttle::new(None), db)? == Some(false) {
+                empty += 1;
+                continue;
             }
             shards.push(Planned {
                 id: format!("src{i}-db{db}"),

@@ -26,7 +26,9 @@ use crate::server::throttle::Throttle;
 use crate::source::list::Lister;
 use crate::source::pika::RangeLister;
 use crate::source::ScanOptions;
-use crate::target::dest::{destinations, glob_escape, open_target, ClusterRoute, Dest, MapArgs, MultiType, Target};
+use crate::target::dest::{
+    destinations, glob_escape, open_target, ClusterRoute, Dest, Holder, MapArgs, MultiType, Target,
+};
 use crate::target::lane::{Lane, LaneConf};
 use crate::target::probe::{self, Caps, Probe, ProbeState, Verdict};
 use crate::util::key_json;
@@ -576,6 +578,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let target = open_target(&a.connect, &url, &map, role).map_err(|e| e.context("could not verify"))?;
     let dests = destinations(
         &map,
+        Holder::Snapshot,
         false,
         &snap.dbs(&shards),
         Some((&target.probe, &target.server)),
