@@ -6,15 +6,45 @@ use clap::{Parser, Subcommand};
 
 use crate::cmd;
 
+/// The end of `kvferry --help`: examples, the words every command shares, the exit codes.
+const TOP_HELP: &str = "\
+Examples:
+  kvferry migrate --source redis://pika:9221 --target redis://kvrocks:6666 --dry-run   # what would happen
+  kvferry migrate --source redis://pika:9221 --target redis://kvrocks:6666             # all of it, no files
+  kvferry export --source redis://pika:9221 --out /backups/snap    # a server into a snapshot
+  kvferry check /backups/snap                                      # after copying it anywhere
+  kvferry import /backups/snap --target redis://kvrocks:6666       # a snapshot into a server
+  kvferry verify /backups/snap --target redis://kvrocks:6666       # every key compared
+  kvferry <COMMAND> --help                                         # each command's options and examples
+
+The same words in every command:
+  --source URL, --target URL  the server read, the server written: redis://[user:pass@]host:port, or rediss:// (TLS)
+  --parallel N                shards at once (a shard is one source x database; check: blocks at once)
+  --connections N             connections per shard to the server (migrate: to the target; its
+                              --source-connections N: to the source)
+  --max-ops-per-sec N         commands per second to each server, all connections together (a key
+                              takes about three: TYPE, PTTL and a read; progress counts keys)
+  --resume                    continue a killed or failed run from its checkpoints
+  --progress MODE             on stderr: auto, bar, plain, json or none
+  --report FILE               a JSON report of the run
+  Sizes are in binary units (KiB, MiB, GiB); durations are written 500ms, 5s, 2m or 1h.
+
+Exit codes, the same in every command:
+  0    done: every key exported, written or identical; every file whole
+  1    done, with problems listed by name: keys that failed or were lost (export, import,
+       migrate), differences (verify, migrate), damage (check)
+  2    error: the work could not be done or finished; the message says what, where and what to do
+  130  interrupted (Ctrl-C, SIGTERM): the message says how to resume
+
+The snapshot format is specified in format-spec/SPEC.md.";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "kvferry",
     version,
     about = "Move the data of Redis-protocol databases (Pika, Kvrocks, Redis, Valkey) through snapshot files"
 )]
-#[command(
-    after_help = "Exit codes: 0 success; 1 a check found problems; 2 error (the message says what and where).\n\nThe snapshot format is specified in format-spec/SPEC.md."
-)]
+#[command(after_help = TOP_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -61,7 +91,10 @@ pub enum Command {
 
 /// Parses the command line and runs the command; returns the exit code.
 pub fn run() -> anyhow::Result<i32> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return Ok(parse_error(&e)),
+    };
     match cli.command {
         Command::Export(a) => cmd::export::run(*a),
         Command::Import(a) => cmd::import::run(*a),
@@ -70,6 +103,26 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Cat(a) => cmd::cat::run(a),
         Command::Check(a) => cmd::check::run(a),
+    }
+}
+
+/// Prints what the parser said, in kvferry's words for errors (`kvferry: error: ...`, like
+/// every other error), and returns the exit code: 0 for --help and --version, else 2.
+fn parse_error(e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            0
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            2
+        }
+        _ => {
+            eprint!("kvferry: {}", e.render());
+            2
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `kvferry` binary: turns the result of [`kvferry::cli::run`] into an exit code.
-//! 0 ok, 1 a check found problems (or `verify` found differences), 2 error.
+//! 0 done, 1 done with problems listed by name (failed keys, differences, damage), 2 error,
+//! 130 interrupted (`kvferry --help` says it in full).
 
 fn main() {
     // Snapshots, manifests, checkpoints, reports and RESP files hold production data: every file

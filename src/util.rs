@@ -20,6 +20,60 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A duration as people write it: `500ms`, `5s`, `2m`, `1h`; a bare number is seconds. In
+/// milliseconds. Every option that takes a duration takes it this way.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num.parse().map_err(|_| format!("{s:?}: expected e.g. 5s, 500ms, 2m"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n * 1e3,
+        "m" => n * 60e3,
+        "h" => n * 3600e3,
+        _ => return Err(format!("{s:?}: the unit is ms, s, m or h")),
+    };
+    Ok(ms as u64)
+}
+
+/// `1 key`, `2 keys`: a count and its noun, plural unless the count is one.
+pub fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Runs `f(0)` .. `f(n - 1)` on up to `parallel` threads, each taking the next index when it
+/// is free, and returns the results in index order. The shards of export, import, verify and
+/// migrate run this way (`--parallel`).
+pub fn run_parallel<R: Send>(parallel: usize, n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<R>>> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..parallel.clamp(1, n.max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return;
+                }
+                let r = f(i);
+                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("BUG: every index runs once")
+        })
+        .collect()
+}
+
 /// `1.5 MiB`-style size.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -159,6 +213,27 @@ mod tests {
         assert_eq!(super::iso_utc(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(super::iso_utc(1_795_996_800_123), "2026-11-30T00:00:00.123Z");
         assert_eq!(super::iso_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn counts_are_plural_unless_one() {
+        assert_eq!(super::count(1, "key"), "1 key");
+        assert_eq!(super::count(0, "difference"), "0 differences");
+        assert_eq!(super::count(2, "part"), "2 parts");
+    }
+
+    #[test]
+    fn run_parallel_runs_each_index_once_in_order() {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let r = super::run_parallel(3, 10, |i| {
+            seen.lock().unwrap().push(i);
+            i * 2
+        });
+        assert_eq!(r, (0..10).map(|i| i * 2).collect::<Vec<_>>());
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        assert!(super::run_parallel(4, 0, |i| i).is_empty());
     }
 
     #[test]

@@ -145,11 +145,84 @@ fn check_json_report_names_files_and_blocks() {
 
 #[test]
 fn help_has_examples() {
-    for cmd in ["export", "inspect", "cat", "check"] {
+    for cmd in ["export", "import", "verify", "migrate", "inspect", "cat", "check"] {
         let o = kvferry(&[cmd, "--help"]);
         assert!(o.status.success());
         assert!(stdout(&o).contains("Examples:"), "{cmd} --help");
     }
+    // The top level: examples, the shared words, and what each exit code means.
+    let o = kvferry(&["--help"]);
+    assert!(o.status.success());
+    let help = stdout(&o);
+    for says in [
+        "Examples:",
+        "kvferry migrate --source",
+        "--parallel N",
+        "130  interrupted",
+        "1    done, with problems",
+    ] {
+        assert!(help.contains(says), "{says}: {help}");
+    }
+}
+
+/// One vocabulary: the same option names and placeholders in every command (`--parallel N` for
+/// shards at once, `--connections N` per shard, `--source URL`, `--report FILE`,
+/// `--progress MODE`), and no placeholder made from a field name.
+#[test]
+fn every_command_speaks_the_same_words() {
+    let shared: [(&str, &[&str]); 6] = [
+        ("--parallel <N>", &["export", "import", "verify", "migrate", "check"]),
+        ("--connections <N>", &["export", "import", "verify", "migrate"]),
+        ("--report <FILE>", &["export", "import", "verify", "migrate"]),
+        ("--progress <MODE>", &["export", "import", "verify", "migrate"]),
+        ("--max-ops-per-sec <N>", &["export", "import", "verify", "migrate"]),
+        ("--read-timeout <DURATION>", &["export", "import", "verify", "migrate"]),
+    ];
+    for (option, cmds) in shared {
+        for cmd in cmds {
+            let help = stdout(&kvferry(&[cmd, "--help"]));
+            assert!(help.contains(option), "{cmd} --help lacks {option}");
+        }
+    }
+    for cmd in ["export", "import", "verify", "migrate", "inspect", "cat", "check"] {
+        let help = stdout(&kvferry(&[cmd, "--help"]));
+        for bad in [
+            "<SOURCES>",
+            "<OUT>",
+            "<PARALLEL>",
+            "<READERS>",
+            "<THREADS>",
+            "<CONNECTIONS>",
+            "<REPORT>",
+            "<PROGRESS>",
+            "<MULTI_TYPE>",
+            "<CONFLICT>",
+        ] {
+            assert!(!help.contains(bad), "{cmd} --help shows {bad}");
+        }
+    }
+    // The --multi-type default is the same wherever it appears.
+    for cmd in ["import", "verify", "migrate"] {
+        let help = stdout(&kvferry(&[cmd, "--help"]));
+        assert!(help.contains("[default: fail]"), "{cmd}: {help}");
+    }
+}
+
+/// Argument errors are kvferry's errors: `kvferry: error: ...`, exit 2; the old names still work.
+#[test]
+fn argument_errors_say_kvferry_and_old_names_still_parse() {
+    let o = kvferry(&["export", "--bogus"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("kvferry: error: unexpected argument '--bogus'"),
+        "{err}"
+    );
+    let o = kvferry(&["check", "fixtures/good/all-types", "--threads", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = kvferry(&["check", "fixtures/good/all-types", "--parallel", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("kvferry: error: invalid value '0'"));
 }
 
 /// A rate of 0 or below is refused by every command that takes one, naming the value, before

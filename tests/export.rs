@@ -529,8 +529,8 @@ fn pika_length_checks_give_the_same_content() {
         let _: () = c.set(format!("str{n}"), "s".repeat(n)).unwrap();
     }
     let plain = export(&s, &["--db", "0,3"]);
-    let checked = export(&s, &["--db", "0,3", "--check-lengths", "--readers", "4"]);
-    let single = export(&s, &["--db", "0,3", "--readers", "1"]);
+    let checked = export(&s, &["--db", "0,3", "--check-lengths", "--connections", "4"]);
+    let single = export(&s, &["--db", "0,3", "--connections", "1"]);
     for run in [&plain, &checked, &single] {
         assert_eq!(
             run.output.status.code(),

@@ -598,7 +598,7 @@ fn a_full_disk_stops_the_export_and_a_resume_finishes_it() {
         "0,1,2",
         "--out",
         snap.to_str().unwrap(),
-        "--readers",
+        "--connections",
         "3",
         "--progress",
         "none",

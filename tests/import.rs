@@ -579,6 +579,26 @@ fn multi_type_keys_need_a_policy_and_target_errors_name_the_key() {
         "a failed key is removed, not left partial"
     );
     assert_eq!(shard["multi_type"].as_array().unwrap().len(), 3, "{r}");
+    // verify's default is the import's (--multi-type fail): the key held under several types
+    // is not compared, and the summary says so; given the import's `first`, it is compared.
+    let verify = |extra: &[&str]| {
+        let base = ["verify", snap.as_str(), "--target", &t.url(), "--progress", "none"];
+        kvferry(&[&base[..], extra].concat())
+    };
+    let o = verify(&[]);
+    assert_eq!(o.status.code(), Some(1), "the NaN key is missing: {}", text(&o));
+    assert!(
+        text(&o).contains("1 key held several types and was not compared"),
+        "{}",
+        text(&o)
+    );
+    let o = verify(&["--multi-type", "first"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        !text(&o).contains("not compared") && text(&o).contains("1 difference"),
+        "only the NaN key differs: {}",
+        text(&o)
+    );
     assert_eq!(shard["pika_hll"][0]["key"], "hll");
     assert_eq!(c.strlen::<_, usize>("hll").unwrap(), 131072);
     assert_eq!(sum(&shard["expired"]), 1);

@@ -17,13 +17,13 @@ pub struct Args {
     /// Snapshot directory, or one shard file (.kvf).
     pub snapshot: PathBuf,
     /// Only this shard (its id, as `kvferry inspect` lists).
-    #[arg(long)]
+    #[arg(long, value_name = "ID")]
     pub shard: Option<String>,
     /// Only this key (its bytes, as the shell passes them).
-    #[arg(long, conflicts_with = "prefix")]
+    #[arg(long, conflicts_with = "prefix", value_name = "KEY")]
     pub key: Option<OsString>,
     /// Only keys that start with these bytes.
-    #[arg(long)]
+    #[arg(long, value_name = "PREFIX")]
     pub prefix: Option<OsString>,
 }
 

@@ -14,9 +14,9 @@ pub struct Args {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Threads that decompress blocks (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Blocks checked at once, each on its own thread (default: all cores).
+    #[arg(long, value_name = "N", alias = "threads", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub parallel: Option<u32>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
@@ -24,7 +24,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         anyhow::bail!("{}: no such file or directory", a.snapshot.display());
     }
     let threads = a
-        .threads
+        .parallel
+        .map(|n| n as usize)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let started = Instant::now();
     let report = check(&a.snapshot, threads, &mut progress_printer(a.json));
@@ -64,8 +65,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         };
         writeln!(
             out,
-            "{verdict} ({} files, {bad} damaged, {} in {secs:.1}s, {}/s)",
-            report.files.len(),
+            "{verdict} ({}, {bad} damaged, {} in {secs:.1} s, {}/s)",
+            crate::util::count(report.files.len() as u64, "file"),
             human_bytes(bytes),
             human_bytes((bytes as f64 / secs.max(1e-9)) as u64)
         )?;

@@ -13,6 +13,15 @@ use redis::IntoConnectionInfo;
 
 use crate::server::conn::redact;
 
+/// `--read-timeout`: a duration, in whole seconds (at least one).
+fn parse_timeout(s: &str) -> Result<u64, String> {
+    let ms = crate::util::parse_duration_ms(s)?;
+    if ms < 1000 {
+        return Err(format!("{s:?}: at least 1s"));
+    }
+    Ok(ms.div_ceil(1000))
+}
+
 /// Connection options shared by the commands that talk to servers.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ConnectArgs {
@@ -38,9 +47,10 @@ pub struct ConnectArgs {
     /// hand). Anyone on the path can then read and change the data.
     #[arg(long, conflicts_with = "tls_ca")]
     pub tls_insecure: bool,
-    /// Seconds a command may wait for its reply before it counts as lost (the connection is
-    /// made again and the work retried; a command lost three times stops the run, naming it).
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    /// How long a command may wait for its reply before it counts as lost, e.g. `30s`, `2m` (the
+    /// connection is made again and the work retried; a command lost three times stops the
+    /// run, naming it). In whole seconds, at least 1.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
     pub read_timeout: u64,
     /// On Pika 3.x with its cache on: switch the cache off (CONFIG SET cache-model 0) while this
     /// command runs, and back on at its end. Pika 3.x answers PTTL from its cache without a

@@ -7,8 +7,7 @@ mod state;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -24,6 +23,7 @@ use crate::server::throttle::Throttle;
 use crate::source::pika_cache::CacheOff;
 use crate::source::read::ReadOptions;
 use crate::source::ScanOptions;
+use crate::util::count;
 use shard::{Cancelled, ShardReport};
 use state::{Options, PlannedShard, RunState};
 
@@ -31,16 +31,16 @@ use state::{Options, PlannedShard, RunState};
 #[derive(clap::Args, Debug, Clone)]
 pub struct SelectArgs {
     /// Databases to read: `all` or a list such as `0,3`.
-    #[arg(long, default_value = "all")]
+    #[arg(long, value_name = "DBS", default_value = "all")]
     pub db: String,
     /// Only keys matching this glob (SCAN MATCH).
     #[arg(long = "match")]
     pub pattern: Option<String>,
     /// Only these types, e.g. `string,hash`.
-    #[arg(long = "type", value_delimiter = ',')]
+    #[arg(long = "type", value_name = "TYPES", value_delimiter = ',')]
     pub types: Vec<String>,
     /// Skip keys that start with this prefix; repeatable.
-    #[arg(long)]
+    #[arg(long, value_name = "PREFIX")]
     pub exclude_prefix: Vec<String>,
     /// Report keys of types kvferry does not know as skipped, instead of failing them.
     #[arg(long)]
@@ -51,35 +51,35 @@ pub struct SelectArgs {
 pub struct Args {
     /// Source server, redis://[user:pass@]host:port; repeat for several (e.g. every Pika of a
     /// Codis deployment). Each source × database becomes a shard.
-    #[arg(long = "source", required = true)]
+    #[arg(long = "source", value_name = "URL", required = true)]
     pub sources: Vec<String>,
     /// Directory to write the snapshot into (created; must not hold a snapshot already).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     #[command(flatten)]
     pub select: SelectArgs,
     /// Send at most this many commands per second to the sources (all shards together), so the
     /// export can run beside production traffic.
-    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub max_ops_per_sec: Option<u64>,
-    /// Shards exported at the same time, each on its own connection.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// Shards exported at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub parallel: u32,
-    /// Connections per shard that read keys while another lists them: the server works on one
+    /// Connections per shard that read keys (besides the one that lists them): the server works on one
     /// page while kvferry writes another, and a multi-threaded server (Pika, Kvrocks) serves
     /// several at once.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub readers: u32,
+    #[arg(long, value_name = "N", alias = "readers", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub connections: u32,
     /// Continue an export that was interrupted (killed, failed), from the last checkpoint of
     /// each shard. Give the same options as the first time. Starts afresh in an empty directory.
     #[arg(long)]
     pub resume: bool,
     /// How to show progress on stderr: bars on a terminal, plain lines for logs (every 10 s),
     /// JSON lines for machines (every 2 s), or nothing. `auto`: bars on a terminal, else plain.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
     pub progress: Mode,
     /// Write a JSON report of the run to this file.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     #[command(flatten)]
     pub connect: crate::server::endpoint::ConnectArgs,
@@ -152,7 +152,7 @@ fn now_ms() -> u64 {
 }
 
 fn scan_options(a: &Args) -> anyhow::Result<ScanOptions> {
-    let mut o = a.select.scan_options(a.max_ops_per_sec, a.readers)?;
+    let mut o = a.select.scan_options(a.max_ops_per_sec, a.connections)?;
     o.check_lengths = a.check_lengths;
     Ok(o)
 }
@@ -359,40 +359,25 @@ type ShardResult = anyhow::Result<(crate::format::snapshot::ShardEntry, ShardRep
 /// Runs the shards on up to `parallel` threads, in order; after a failure the others stop at
 /// their next page (they keep their checkpoints, so --resume continues them).
 fn run_shards(ctx: &shard::Ctx, shards: &[PlannedShard], parallel: usize, progress: &Progress) -> Vec<ShardResult> {
-    let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<ShardResult>>> = shards.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..parallel.min(shards.len()) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(plan) = shards.get(i) else { return };
-                let task = progress.task(i);
-                let r = if crate::interrupt::interrupted() {
-                    Err(Interrupted.into())
-                } else if ctx.stop.load(Ordering::Relaxed) {
-                    Err(Cancelled.into())
-                } else {
-                    shard::run(ctx, plan, &task)
-                };
-                if let Err(e) = &r {
-                    task.finish(false);
-                    if !e.is::<Cancelled>() && !e.is::<Interrupted>() {
-                        ctx.stop.store(true, Ordering::Relaxed);
-                        progress.println(&format!("error: shard {}: {e:#}", plan.id));
-                    }
-                }
-                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-            });
+    crate::util::run_parallel(parallel, shards.len(), |i| {
+        let plan = &shards[i];
+        let task = progress.task(i);
+        let r = if crate::interrupt::interrupted() {
+            Err(Interrupted.into())
+        } else if ctx.stop.load(Ordering::Relaxed) {
+            Err(Cancelled.into())
+        } else {
+            shard::run(ctx, plan, &task)
+        };
+        if let Err(e) = &r {
+            task.finish(false);
+            if !e.is::<Cancelled>() && !e.is::<Interrupted>() {
+                ctx.stop.store(true, Ordering::Relaxed);
+                progress.println(&format!("error: shard {}: {e:#}", plan.id));
+            }
         }
-    });
-    results
-        .into_iter()
-        .map(|m| {
-            m.into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .expect("BUG: every shard ran")
-        })
-        .collect()
+        r
+    })
 }
 
 fn print_summary(reports: &[ShardReport], report: bool) -> std::io::Result<()> {
@@ -406,10 +391,11 @@ fn print_summary(reports: &[ShardReport], report: bool) -> std::io::Result<()> {
         failed += d.failed.len();
         writeln!(
             out,
-            "{} ({} db {}): {total} keys [{}], {} gone before read, {} filtered, {} failed, {:.1}s{}",
+            "{} ({} db {}): {} [{}], {} gone before read, {} filtered, {} failed, {:.1} s{}",
             r.shard,
             r.source,
             r.db,
+            count(total, "key"),
             types.join(", "),
             d.gone,
             d.filtered,
@@ -420,8 +406,9 @@ fn print_summary(reports: &[ShardReport], report: bool) -> std::io::Result<()> {
         if d.reconnects > 0 {
             writeln!(
                 out,
-                "  reconnected {} times; scanned again from the start after {} restarts of the source",
-                d.reconnects, d.rescans
+                "  reconnected {}; scanned again from the start after {} of the source",
+                count(d.reconnects, "time"),
+                count(d.rescans, "restart")
             )?;
         }
         for p in d.failed.iter().chain(&d.skipped_unknown) {
@@ -437,6 +424,11 @@ fn print_summary(reports: &[ShardReport], report: bool) -> std::io::Result<()> {
             crate::cmd::list_keys(&mut out, what, list, report)?;
         }
     }
-    writeln!(out, "total: {keys} keys in {} shards, {failed} failed", reports.len())?;
+    writeln!(
+        out,
+        "total: {} in {}, {failed} failed",
+        count(keys, "key"),
+        count(reports.len() as u64, "shard")
+    )?;
     Ok(())
 }

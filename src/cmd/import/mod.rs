@@ -9,7 +9,7 @@ mod state;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ pub use crate::target::dest::{MapArgs, MultiType};
 use crate::target::dispatch::WriteConf;
 use crate::target::lane::Lane;
 use crate::target::track::Counts;
-use crate::util::key_from_json;
+use crate::util::{count, key_from_json};
 use shard::{Output, ShardOutcome};
 use state::{Options, RunState, StateDir};
 
@@ -48,7 +48,7 @@ pub struct Args {
     /// The snapshot directory (the one holding MANIFEST.json).
     pub snapshot: PathBuf,
     /// The server to write into, redis://[user:pass@]host:port or rediss://.
-    #[arg(long, required_unless_present = "resp")]
+    #[arg(long, required_unless_present = "resp", value_name = "URL")]
     pub target: Option<String>,
     /// Write the commands as RESP to this file (`-`: stdout) instead, e.g. for `redis-cli --pipe`.
     #[arg(long, value_name = "FILE", conflicts_with = "target")]
@@ -60,23 +60,26 @@ pub struct Args {
     pub map: MapArgs,
     /// Keys that exist on the target: `fail` refuses to start unless every target database is
     /// empty (a first migration), `replace` overwrites them, `skip` leaves them and counts them.
-    #[arg(long, value_enum, default_value = "fail")]
+    #[arg(long, value_enum, default_value = "fail", value_name = "POLICY")]
     pub conflict: Conflict,
     /// Keys the source held under several types (Pika <= 3.5): `fail` writes none of them and
     /// lists them, `first` writes the first type, `suffix` writes the others as KEY:TYPE.
-    #[arg(long, value_enum, default_value = "fail")]
+    #[arg(long, value_enum, default_value = "fail", value_name = "POLICY")]
     pub multi_type: MultiType,
     /// Connections per shard (per master on a cluster); a key always goes through the same one,
     /// in order. Each keeps two batches in flight. Two keep a single-threaded server (Redis)
     /// busy; a multi-threaded one (Kvrocks) serves each connection on one worker thread, so
     /// more pay off where it has cores to spare.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub connections: u32,
+    /// Shards imported at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
     /// Commands per pipelined batch on a connection (batches are also cut at 4 MiB).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000), value_name = "N")]
     pub pipeline: u32,
     /// Send at most this many commands per second (all connections together).
-    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub max_ops_per_sec: Option<u64>,
     /// Continue an interrupted import from its checkpoints; give the same options.
     #[arg(long)]
@@ -99,10 +102,10 @@ pub struct Args {
     #[arg(long)]
     pub fail_fast: bool,
     /// How to show progress on stderr (see `kvferry export --help`).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
     pub progress: Mode,
     /// Write a JSON report of the run to this file.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
     #[command(flatten)]
     pub connect: crate::server::endpoint::ConnectArgs,
@@ -470,10 +473,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     };
     let names: Vec<String> = shards.iter().map(|&i| snap.manifest.shards[i].id.clone()).collect();
     let progress = Progress::start(a.progress, names);
-    let mut outcomes = Vec::new();
-    let mut error = None;
-    for (n, (&i, d)) in shards.iter().zip(&dests).enumerate() {
+    // Shards run `--parallel` at a time; after an error the others stop at their next
+    // checkpoint (they keep it, so --resume continues them).
+    let results = crate::util::run_parallel(a.parallel as usize, shards.len(), |n| {
+        let (i, d) = (shards[n], &dests[n]);
         let task = progress.task(n);
+        if stop.load(Ordering::Relaxed) {
+            task.finish(false);
+            return Err(shard::Failed::nothing(Cancelled.into()));
+        }
         let mut from = shard_states.get(&i).cloned();
         let mut only = None;
         if let Some(s) = from.as_ref().filter(|s| s.done) {
@@ -482,8 +490,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 task.start(Some(snap.manifest.shards[i].keys));
                 task.add(s.counts.keys(), 0);
                 task.finish(true);
-                outcomes.push((i, d, done_outcome(s)));
-                continue;
+                return Ok(done_outcome(s));
             }
             // A resume retries the keys that failed (issue 11: it used to say "complete").
             let id = &snap.manifest.shards[i].id;
@@ -494,45 +501,71 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 .filter_map(|p| key_from_json(&p.key))
                 .collect();
             if names.len() as u64 == failed {
-                progress.println(&format!("{id}: retrying the {failed} keys that failed"));
+                progress.println(&format!("{id}: retrying the {} that failed", count(failed, "key")));
                 let mut counts = s.counts.clone();
                 (counts.failed, counts.failed_keys) = Default::default();
-                from = Some(state::ShardState::new(false, Default::default(), counts, &s.chosen()?));
+                let chosen = s.chosen().map_err(shard::Failed::nothing)?;
+                from = Some(state::ShardState::new(false, Default::default(), counts, &chosen));
                 only = Some(names);
             } else {
                 progress.println(&format!(
-                    "{id}: {failed} keys failed, more than were named: importing the whole shard again"
+                    "{id}: {} failed, more than were named: importing the whole shard again",
+                    count(failed, "key")
                 ));
                 from = None;
             }
         }
-        let from = from.as_ref();
         let (lanes, route) = d.lanes(slots.as_ref(), ctx.connections);
-        match shard::run(&ctx, i, d, Output::Lanes(lanes, route), from, only.as_ref(), &task) {
+        let r = shard::run(
+            &ctx,
+            i,
+            d,
+            Output::Lanes(lanes, route),
+            from.as_ref(),
+            only.as_ref(),
+            &task,
+        );
+        task.finish(r.is_ok());
+        if r.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        r
+    });
+    // The outcomes of the shards that ran, in order, and the first error that was not a
+    // cancellation by another shard's.
+    let mut outcomes = Vec::new();
+    let mut error = None;
+    let mut complete = 0;
+    for (n, r) in results.into_iter().enumerate() {
+        let (i, d) = (shards[n], &dests[n]);
+        match r {
             Ok(o) => {
-                task.finish(true);
+                complete += 1;
                 outcomes.push((i, d, o));
             }
+            Err(f) if f.error.is::<Cancelled>() => {
+                if f.outcome.counts.keys() > 0 {
+                    outcomes.push((i, d, *f.outcome));
+                }
+            }
             Err(f) => {
-                task.finish(false);
-                error = Some(
-                    f.error
-                        .context(format!("shard {} -> {}", snap.manifest.shards[i].id, d.describe)),
-                );
+                if error.is_none() {
+                    error = Some(
+                        f.error
+                            .context(format!("shard {} -> {}", snap.manifest.shards[i].id, d.describe)),
+                    );
+                }
                 outcomes.push((i, d, *f.outcome));
-                break;
             }
         }
     }
     progress.stop();
     if crate::interrupt::interrupted() {
-        // The last outcome is the interrupted shard's, when one was.
-        let complete = &outcomes[..outcomes.len() - usize::from(error.is_some())];
-        let keys: u64 = complete.iter().map(|(_, _, o)| o.counts.keys()).sum();
+        let keys: u64 = outcomes.iter().map(|(_, _, o)| o.counts.keys()).sum();
         println!(
-            "interrupted: {} of {} shards complete ({keys} keys in them); the others stopped at a checkpoint in {}.\nContinue with:\n  {}",
-            complete.len(),
+            "interrupted: {complete} of {} shards complete ({} written so far); the others stopped at a checkpoint in {}.\nContinue with:\n  {}",
             shards.len(),
+            count(keys, "key"),
             state_dir.dir.display(),
             crate::interrupt::resume_command()
         );
@@ -649,13 +682,13 @@ fn summary(
         let c = &o.counts;
         let e = &snap.manifest.shards[*i];
         let rate = if o.seconds > 0.0 {
-            c.bytes as f64 / o.seconds / 1e6
+            c.bytes as f64 / o.seconds
         } else {
             0.0
         };
         writeln!(
             out,
-            "{} -> {}: written {}, expired {}, skipped {}, failed {}, {:.1}s, {rate:.1} MB/s{}",
+            "{} -> {}: written {}, expired {}, skipped {}, failed {}, {:.1} s, {}/s{}",
             e.id,
             d.describe,
             types(&c.written),
@@ -663,21 +696,22 @@ fn summary(
             types(&c.skipped),
             types(&c.failed),
             o.seconds,
+            crate::util::human_bytes(rate as u64),
             if o.resumed { " (resumed)" } else { "" }
         )?;
         if o.redirects > 0 {
             writeln!(
                 out,
-                "  {} commands followed a cluster redirect (MOVED, ASK, TRYAGAIN)",
-                o.redirects
+                "  {} followed a cluster redirect (MOVED, ASK, TRYAGAIN)",
+                count(o.redirects, "command")
             )?;
         }
         if o.reconnects > 0 {
             writeln!(
                 out,
-                "  reconnected {} times and resent what was unacknowledged; the target restarted {} times{}",
-                o.reconnects,
-                o.restarts,
+                "  reconnected {} and resent what was unacknowledged; the target restarted {}{}",
+                count(o.reconnects, "time"),
+                count(o.restarts, "time"),
                 if o.restarts > 0 {
                     ": if it did not save before restarting, acknowledged writes may be lost; run kvferry verify"
                 } else {
@@ -700,7 +734,8 @@ fn summary(
         if gone > 0 {
             writeln!(
                 out,
-                "  LOST {gone} keys with those blocks (the manifest counts {} in this shard): their names were in the damaged blocks only. Copy the file again and import it with --conflict replace, or export them again from the source",
+                "  LOST {} with those blocks (the manifest counts {} in this shard): their names were in the damaged blocks only. Copy the file again and import it with --conflict replace, or export them again from the source",
+                count(gone, "key"),
                 e.keys
             )?;
         }

@@ -57,7 +57,7 @@ pub struct Failed {
 }
 
 impl Failed {
-    fn nothing(error: anyhow::Error) -> Failed {
+    pub(crate) fn nothing(error: anyhow::Error) -> Failed {
         Failed {
             error,
             outcome: Box::new(ShardOutcome {

@@ -10,11 +10,10 @@ mod state;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 
 use super::export::SelectArgs;
 use super::import::Conflict;
@@ -54,26 +53,27 @@ pub struct Args {
     pub map: MapArgs,
     /// Keys that exist on the target: `fail` refuses to start unless every target database is
     /// empty, `replace` overwrites them, `skip` leaves them and counts them.
-    #[arg(long, value_enum, default_value = "fail")]
+    #[arg(long, value_enum, default_value = "fail", value_name = "POLICY")]
     pub conflict: Conflict,
     /// Keys the source holds under several types (Pika <= 3.5): `fail` writes none of them and
     /// lists them, `first` writes the first type, `suffix` writes the others as KEY:TYPE.
-    #[arg(long, value_enum, default_value = "fail")]
+    #[arg(long, value_enum, default_value = "fail", value_name = "POLICY")]
     pub multi_type: MultiType,
-    /// Shards migrated at the same time.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// Shards migrated at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256), value_name = "N")]
     pub parallel: u32,
-    /// Connections per shard that read the source's keys while another lists them.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub readers: u32,
+    /// Connections per shard that read the source's keys (besides the one that lists them),
+    /// like export's --connections.
+    #[arg(long, alias = "readers", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64), value_name = "N")]
+    pub source_connections: u32,
     /// Connections per shard to the target (per master on a cluster).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256), value_name = "N")]
     pub connections: u32,
     /// Commands per pipelined batch on a target connection (batches are also cut at 4 MiB).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000), value_name = "N")]
     pub pipeline: u32,
     /// Send at most this many commands per second to the sources, and as many to the target.
-    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub max_ops_per_sec: Option<u64>,
     /// Continue an interrupted migration from its checkpoints; give the same options.
     #[arg(long)]
@@ -90,13 +90,13 @@ pub struct Args {
     #[arg(long)]
     pub no_verify: bool,
     /// How far an expiry may be off in the verify, e.g. `5s`, `500ms`.
-    #[arg(long, default_value = "5s", value_parser = super::verify::parse_duration_ms)]
+    #[arg(long, default_value = "5s", value_parser = crate::util::parse_duration_ms, value_name = "DURATION")]
     pub ttl_tolerance: u64,
     /// Stop at the first key the target refuses (the default goes on and lists them all).
     #[arg(long)]
     pub fail_fast: bool,
     /// How to show progress on stderr (see `kvferry export --help`).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
     pub progress: Mode,
     /// Write a JSON report of the run to this file (with --via: FILE.export, FILE.import and
     /// FILE.verify, one per step).
@@ -144,7 +144,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if a.via.is_some() {
         return run_via(a);
     }
-    let scan = a.select.scan_options(a.max_ops_per_sec, a.readers)?;
+    let scan = a.select.scan_options(a.max_ops_per_sec, a.source_connections)?;
     let endpoints = a.connect.endpoints(&a.sources)?;
     // Every argument is checked before the slow work: the target and the mapping too.
     let target = open_target(&a.connect, &a.target, &a.map, "target")?;
@@ -158,7 +158,11 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (shards, empty) = plan(&a.select, &endpoints)?;
     if empty > 0 {
-        eprintln!("{empty} empty databases: nothing to migrate from them");
+        eprintln!(
+            "{} left out: nothing to migrate from {}",
+            crate::util::count(empty as u64, "empty database"),
+            if empty == 1 { "it" } else { "them" }
+        );
     }
     let dests = destinations(
         &a.map,
@@ -384,33 +388,15 @@ fn run_shards(
     parallel: usize,
     progress: &Progress,
 ) -> Vec<ShardResult> {
-    let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<ShardResult>>> = shards.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..parallel.min(shards.len()).max(1) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= shards.len() {
-                    return;
-                }
-                let task = progress.task(i);
-                let r = one_shard(ctx, endpoints, &shards[i], &dests[i], resuming, &task);
-                task.finish(r.is_ok());
-                if r.is_err() {
-                    ctx.stop.store(true, Ordering::Relaxed);
-                }
-                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-            });
+    crate::util::run_parallel(parallel, shards.len(), |i| {
+        let task = progress.task(i);
+        let r = one_shard(ctx, endpoints, &shards[i], &dests[i], resuming, &task);
+        task.finish(r.is_ok());
+        if r.is_err() {
+            ctx.stop.store(true, Ordering::Relaxed);
         }
-    });
-    results
-        .into_iter()
-        .map(|m| {
-            m.into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .unwrap_or_else(|| Err((anyhow!("BUG: a shard did not run"), Box::default())))
-        })
-        .collect()
+        r
+    })
 }
 
 fn one_shard(
@@ -486,8 +472,8 @@ fn summary(outcomes: &[(&Planned, ShardOutcome)], dests: &[Dest], seconds: f64, 
     let bytes: u64 = total.bytes;
     writeln!(
         out,
-        "total: written {} keys ({}), expired {}, skipped {}, failed {}; gone before read {}; in {:.1} s ({:.0} keys/s)",
-        total.written.values().sum::<u64>(),
+        "total: written {} ({}), expired {}, skipped {}, failed {}; gone before read {}; in {:.1} s ({:.0} keys/s)",
+        crate::util::count(total.written.values().sum::<u64>(), "key"),
         crate::util::human_bytes(bytes),
         total.expired.values().sum::<u64>(),
         total.skipped.values().sum::<u64>(),
@@ -587,13 +573,11 @@ fn verify(
         .collect();
     let check = super::verify::Check {
         sample: 1.0,
-        multi_type: match a.multi_type {
-            MultiType::Suffix => MultiType::Suffix,
-            _ => MultiType::First,
-        },
+        multi_type: a.multi_type,
         ttl_tolerance: a.ttl_tolerance,
         extra: false,
-        parallel: a.connections as usize,
+        parallel: a.parallel as usize,
+        connections: a.connections as usize,
     };
     let verify_throttle = Throttle::new(a.max_ops_per_sec);
     super::verify::compare(
@@ -627,7 +611,7 @@ fn run_via(a: Args) -> anyhow::Result<i32> {
             select: a.select.clone(),
             max_ops_per_sec: a.max_ops_per_sec,
             parallel: a.parallel,
-            readers: a.readers,
+            connections: a.source_connections,
             resume: a.resume,
             progress: a.progress,
             report: step_report("export"),
@@ -652,6 +636,7 @@ fn run_via(a: Args) -> anyhow::Result<i32> {
         conflict: a.conflict,
         multi_type: a.multi_type,
         connections: a.connections,
+        parallel: a.parallel,
         pipeline: a.pipeline,
         max_ops_per_sec: a.max_ops_per_sec,
         resume: a.resume,
@@ -675,13 +660,11 @@ fn run_via(a: Args) -> anyhow::Result<i32> {
         source: None,
         shards: Vec::new(),
         map: a.map.clone(),
-        multi_type: match a.multi_type {
-            MultiType::Suffix => MultiType::Suffix,
-            _ => MultiType::First,
-        },
+        multi_type: a.multi_type,
         sample: 1.0,
         ttl_tolerance: a.ttl_tolerance,
-        parallel: a.connections,
+        parallel: a.parallel,
+        connections: a.connections,
         extra: false,
         max_ops_per_sec: a.max_ops_per_sec,
         report: step_report("verify"),

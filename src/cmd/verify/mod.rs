@@ -31,48 +31,57 @@ use crate::target::dest::{
 };
 use crate::target::lane::{Lane, LaneConf};
 use crate::target::probe::{self, Caps, Probe, ProbeState, Verdict};
-use crate::util::key_json;
+use crate::util::{count, key_json, parse_duration_ms};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The snapshot directory (the one holding MANIFEST.json).
     pub snapshot: PathBuf,
     /// The server an import wrote the snapshot to.
-    #[arg(long, required_unless_present = "source", conflicts_with = "source")]
+    #[arg(
+        long,
+        required_unless_present = "source",
+        conflicts_with = "source",
+        value_name = "URL"
+    )]
     pub target: Option<String>,
     /// The server the snapshot was exported from: how far it has drifted since (databases map to
     /// themselves).
-    #[arg(long)]
+    #[arg(long, value_name = "URL")]
     pub source: Option<String>,
     /// Verify only this shard; repeatable.
     #[arg(long = "shard", value_name = "ID")]
     pub shards: Vec<String>,
     #[command(flatten)]
     pub map: MapArgs,
-    /// Where the import put keys the source held under several types: `first` (the first type
-    /// under the key, the others not written) or `suffix` (the others under KEY:TYPE).
-    #[arg(long, value_enum, default_value = "first")]
+    /// What the import did with keys the source held under several types (give the import's
+    /// --multi-type): `fail` (none written: they are not compared, only counted), `first` (the
+    /// first type under the key, the others not written) or `suffix` (the others under KEY:TYPE).
+    #[arg(long, value_enum, default_value = "fail", value_name = "POLICY")]
     pub multi_type: MultiType,
     /// Verify a random sample of this fraction of the keys (0 to 1); the same keys each time.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_name = "FRACTION")]
     pub sample: f64,
     /// How far an expiry may be off, e.g. `5s`, `500ms`, `2m`.
-    #[arg(long, default_value = "5s", value_parser = parse_duration_ms)]
+    #[arg(long, default_value = "5s", value_parser = parse_duration_ms, value_name = "DURATION")]
     pub ttl_tolerance: u64,
-    /// Connections per shard (per master on a cluster).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    /// Shards verified at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub parallel: u32,
+    /// Connections per shard (per master on a cluster) that read the target.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub connections: u32,
     /// Also list the server's keys and report those the snapshot does not have (keeps 16 bytes
     /// per snapshot key in memory).
     #[arg(long)]
     pub extra: bool,
     /// Send at most this many commands per second.
-    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub max_ops_per_sec: Option<u64>,
     /// Write every difference as a JSON line to this file.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
     pub progress: Mode,
     #[command(flatten)]
     pub connect: crate::server::endpoint::ConnectArgs,
@@ -84,13 +93,15 @@ pub(crate) struct Check {
     pub multi_type: MultiType,
     pub ttl_tolerance: u64,
     pub extra: bool,
-    /// Connections per shard (per master on a cluster).
+    /// Shards compared at once.
     pub parallel: usize,
+    /// Connections per shard (per master on a cluster).
+    pub connections: usize,
 }
 
 /// Hands every record of a shard, in order, to the sink it is given.
 pub(crate) type Feed<'f> =
-    Box<dyn FnOnce(&mut (dyn FnMut(&KeyRecord) -> anyhow::Result<()> + Send)) -> anyhow::Result<()> + 'f>;
+    Box<dyn FnOnce(&mut (dyn FnMut(&KeyRecord) -> anyhow::Result<()> + Send)) -> anyhow::Result<()> + Send + 'f>;
 
 /// A shard to verify: its records, how many keys it holds (for the progress), and where they
 /// went.
@@ -99,21 +110,6 @@ pub(crate) struct Shard<'f> {
     pub keys: Option<u64>,
     pub dest: Dest,
     pub feed: Feed<'f>,
-}
-
-pub(crate) fn parse_duration_ms(s: &str) -> Result<u64, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?}: expected e.g. 5s, 500ms, 2m"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n * 1e3,
-        "m" => n * 60e3,
-        "h" => n * 3600e3,
-        _ => return Err(format!("{s:?}: the unit is ms, s, m or h")),
-    };
-    Ok(ms as u64)
 }
 
 /// The outcome kinds of the summary, in the report's words.
@@ -261,8 +257,9 @@ fn verify_shard(
     results: &Mutex<Results>,
     throttle: &Throttle,
     seen: &mut HashSet<u64>,
+    stop: &AtomicBool,
     task: &Task,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<(u64, u64)> {
     let redirects = AtomicU64::new(0);
     let moved = AtomicBool::new(false);
     let sh = Shared {
@@ -276,7 +273,7 @@ fn verify_shard(
     };
     let opened = lanes.iter().map(Lane::open).collect::<anyhow::Result<Vec<_>>>()?;
     let n = opened.len();
-    std::thread::scope(|s| -> anyhow::Result<()> {
+    let not_written = std::thread::scope(|s| -> anyhow::Result<u64> {
         let mut txs: Vec<SyncSender<Vec<Item>>> = Vec::new();
         let mut workers = Vec::new();
         for lane in opened {
@@ -301,6 +298,9 @@ fn verify_shard(
             Ok(())
         };
         let mut sink = |rec: &KeyRecord| -> anyhow::Result<()> {
+            if stop.load(Relaxed) {
+                bail!("stopped: another shard failed");
+            }
             let now = now_ms();
             dispatch(
                 c,
@@ -332,9 +332,13 @@ fn verify_shard(
             w.join()
                 .unwrap_or_else(|_| Err(anyhow!("BUG: a connection thread panicked")))?;
         }
-        Ok(())
+        Ok(if c.multi_type == MultiType::Fail {
+            chosen.len() as u64
+        } else {
+            0
+        })
     })?;
-    Ok(redirects.load(Relaxed))
+    Ok((redirects.load(Relaxed), not_written))
 }
 
 /// The records of shard `si` of a snapshot, block by block.
@@ -394,7 +398,12 @@ fn dispatch(
         let ty = rec.key_type();
         let mut name = [dest.prefix.as_slice(), rec.key].concat();
         let mut compare = sampled(rec.key, a.sample);
-        if rec.flags & FLAG_MULTI_TYPE != 0 {
+        if rec.flags & FLAG_MULTI_TYPE != 0 && a.multi_type == MultiType::Fail {
+            // The import wrote none of the key's types (it named the key as failed): nothing
+            // to compare; the key is counted once, in `chosen`.
+            compare = false;
+            chosen.entry(rec.key.to_vec()).or_insert(ty);
+        } else if rec.flags & FLAG_MULTI_TYPE != 0 {
             match chosen.get(rec.key).copied() {
                 None => {
                     chosen.insert(rec.key.to_vec(), ty);
@@ -590,6 +599,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         ttl_tolerance: a.ttl_tolerance,
         extra: a.extra,
         parallel: a.parallel as usize,
+        connections: a.connections as usize,
     };
     let list = shards
         .iter()
@@ -667,34 +677,54 @@ pub(crate) fn compare(
     let mut seen_by_dest: BTreeMap<String, (usize, HashSet<u64>)> = BTreeMap::new();
     let mut redirects = 0;
     let started = std::time::Instant::now();
-    let per = c.parallel;
-    let mut failure = None;
-    let mut dests = Vec::new();
-    let mut ids = Vec::new();
-    for (n, sh) in shards.into_iter().enumerate() {
+    // Shards run `--parallel` at a time, each returning the names it saw (for --extra); after
+    // an error the others stop at their next record.
+    let stop = AtomicBool::new(false);
+    let first_failed = Mutex::new(None);
+    let ids: Vec<String> = shards.iter().map(|s| s.id.clone()).collect();
+    let dests: Vec<Dest> = shards.iter().map(|s| s.dest.clone()).collect();
+    let shards: Vec<Mutex<Option<Shard>>> = shards.into_iter().map(|s| Mutex::new(Some(s))).collect();
+    let outcomes = crate::util::run_parallel(c.parallel, shards.len(), |n| {
+        let sh = shards[n]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .expect("BUG: each shard runs once");
         let task = progress.task(n);
+        if stop.load(Relaxed) {
+            task.finish(false);
+            return None;
+        }
         task.start(sh.keys);
         let d = &sh.dest;
-        let (lanes, route) = d.lanes(target.slots.as_ref(), per);
-        let seen = &mut seen_by_dest
-            .entry(d.describe.clone())
-            .or_insert_with(|| (n, HashSet::new()))
-            .1;
+        let (lanes, route) = d.lanes(target.slots.as_ref(), c.connections);
+        let mut seen = HashSet::new();
         let r = verify_shard(
-            c, &sh.id, sh.feed, d, lanes, route, caps, &results, throttle, seen, &task,
+            c, &sh.id, sh.feed, d, lanes, route, caps, &results, throttle, &mut seen, &stop, &task,
         );
-        dests.push(sh.dest.clone());
-        ids.push(sh.id.clone());
+        task.finish(r.is_ok());
+        if r.is_err() {
+            first_failed.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(n);
+            stop.store(true, Relaxed);
+        }
+        Some(
+            r.map(|(redirects, not_written)| (redirects, not_written, seen))
+                .map_err(|e| e.context(format!("shard {} -> {}", sh.id, sh.dest.describe))),
+        )
+    });
+    let (mut failure, mut not_written) = (None, 0);
+    for (n, r) in outcomes.into_iter().enumerate() {
         match r {
-            Ok(r) => {
+            Some(Ok((r, multi, seen))) => {
                 redirects += r;
-                task.finish(true);
+                not_written += multi;
+                let entry = seen_by_dest
+                    .entry(dests[n].describe.clone())
+                    .or_insert_with(|| (n, HashSet::new()));
+                entry.1.extend(seen);
             }
-            Err(e) => {
-                task.finish(false);
-                failure = Some(e.context(format!("shard {} -> {}", sh.id, sh.dest.describe)));
-                break;
-            }
+            Some(Err(e)) if *first_failed.lock().unwrap_or_else(|e| e.into_inner()) == Some(n) => failure = Some(e),
+            _ => {}
         }
     }
     progress.stop();
@@ -748,17 +778,27 @@ pub(crate) fn compare(
         .sum();
     writeln!(
         out,
-        "{}: {checked} keys compared{} in {:.1}s, {} differences{}",
+        "{}: {} compared{} in {:.1} s, {}{}{}",
         target.server.name,
+        count(checked, "key"),
         if c.sample < 1.0 {
             format!(" (a sample of {})", c.sample)
         } else {
             String::new()
         },
         started.elapsed().as_secs_f64(),
-        r.differences,
+        count(r.differences, "difference"),
+        if not_written > 0 {
+            format!(
+                "; {} held several types and {} not compared (with --multi-type fail none is written; if the import wrote them, give verify its --multi-type first or suffix)",
+                count(not_written, "key"),
+                if not_written == 1 { "was" } else { "were" }
+            )
+        } else {
+            String::new()
+        },
         if redirects > 0 {
-            format!("; {redirects} reads followed cluster redirects")
+            format!("; {} followed cluster redirects", count(redirects, "read"))
         } else {
             String::new()
         }
