@@ -95,6 +95,13 @@ pub fn run() -> anyhow::Result<i32> {
         Ok(cli) => cli,
         Err(e) => return Ok(parse_error(&e)),
     };
+    crate::progress::set_mode(match &cli.command {
+        Command::Export(a) => a.progress,
+        Command::Import(a) => a.progress,
+        Command::Verify(a) => a.progress,
+        Command::Migrate(a) => a.progress,
+        _ => crate::progress::Mode::None,
+    });
     match cli.command {
         Command::Export(a) => cmd::export::run(*a),
         Command::Import(a) => cmd::import::run(*a),

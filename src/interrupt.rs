@@ -20,19 +20,19 @@ pub fn stops_cleanly() {
 pub fn install() {
     let installed = ctrlc::set_handler(|| {
         if !CLEAN.load(Relaxed) {
-            eprintln!("kvferry: interrupted");
+            crate::note!("kvferry: interrupted");
             std::process::exit(EXIT_INTERRUPTED);
         }
         if INTERRUPTED.swap(true, Relaxed) {
-            eprintln!("kvferry: interrupted again: stopping at once (the last checkpoint stands)");
+            crate::note!("kvferry: interrupted again: stopping at once (the last checkpoint stands)");
             std::process::exit(EXIT_INTERRUPTED);
         }
-        eprintln!(
+        crate::note!(
             "kvferry: interrupted: stopping after the current page, with a checkpoint (Ctrl-C again stops at once)"
         );
     });
     if let Err(e) = installed {
-        eprintln!("kvferry: warning: Ctrl-C will stop at once, without a checkpoint: {e}");
+        crate::note!("kvferry: warning: Ctrl-C will stop at once, without a checkpoint: {e}");
     }
 }
 

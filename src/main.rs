@@ -11,11 +11,19 @@ fn main() {
     }
     kvferry::interrupt::install();
     let code = match kvferry::cli::run() {
-        Ok(code) => code,
+        Ok(code) => {
+            kvferry::progress::print_result(code, None);
+            code
+        }
         // `kvferry cat ... | head` closes the pipe early: that is success, not an error.
         Err(e) if kvferry::cli::is_broken_pipe(&e) => 0,
         Err(e) => {
-            eprintln!("kvferry: error: {e:#}");
+            // Under --progress json the error is the result line's, so stderr stays JSON.
+            if kvferry::progress::json_lines() {
+                kvferry::progress::print_result(2, Some(&format!("{e:#}")));
+            } else {
+                eprintln!("kvferry: error: {e:#}");
+            }
             2
         }
     };

@@ -4,7 +4,7 @@
 //! keeps the summary. Workers only bump atomic counters; one reporter thread draws.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,6 +27,69 @@ pub enum Mode {
     None,
 }
 
+/// Set when the run's progress is JSON lines: every line kvferry writes on stderr is then a JSON
+/// object (`{"event": "progress" | "message" | "result", ...}`), so a machine reads stderr whole.
+static JSON_LINES: AtomicBool = AtomicBool::new(false);
+
+/// What the command reached, for the `result` line of `--progress json` (set by the command).
+static RESULT: Mutex<Option<serde_json::Value>> = Mutex::new(None);
+
+/// Says how the run shows progress (before anything is printed): `json` turns every later line
+/// on stderr into a JSON object.
+pub fn set_mode(mode: Mode) {
+    JSON_LINES.store(mode == Mode::Json, Relaxed);
+}
+
+/// True when stderr carries JSON lines only (`--progress json`).
+pub fn json_lines() -> bool {
+    JSON_LINES.load(Relaxed)
+}
+
+/// Prints a line for people on stderr: as it is, or as `{"event":"message","message":...}`
+/// under `--progress json`. Every message of a command goes through here (or [`note!`]).
+pub fn note(line: &str) {
+    let mut err = std::io::stderr().lock();
+    if json_lines() {
+        let v = serde_json::json!({"event": "message", "message": line});
+        let _ = writeln!(err, "{v}");
+    } else {
+        let _ = writeln!(err, "{line}");
+    }
+}
+
+/// Records what the command reached (keys, differences, ...), for the `result` line; the
+/// fields of later calls join (or replace) those of earlier ones.
+pub fn set_result(v: serde_json::Value) {
+    let mut r = RESULT.lock().unwrap_or_else(|e| e.into_inner());
+    match (r.as_mut(), v) {
+        (Some(serde_json::Value::Object(m)), serde_json::Value::Object(new)) => m.extend(new),
+        (_, v) => *r = Some(v),
+    }
+}
+
+/// Under `--progress json`, the last line: `{"event":"result","exit_code":N,"error":...}` with
+/// what the command recorded with [`set_result`]. Nothing otherwise.
+pub fn print_result(exit_code: i32, error: Option<&str>) {
+    if !json_lines() {
+        return;
+    }
+    let mut v = serde_json::json!({"event": "result", "exit_code": exit_code, "error": error});
+    if let Some(serde_json::Value::Object(m)) = RESULT.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        for (k, x) in m {
+            v[k] = x;
+        }
+    }
+    let _ = writeln!(std::io::stderr().lock(), "{v}");
+}
+
+/// `note!("{x} ...")`: [`note`] with format arguments.
+#[macro_export]
+macro_rules! note {
+    ($($t:tt)*) => {
+        $crate::progress::note(&format!($($t)*))
+    };
+}
+
 const WAITING: u8 = 0;
 const RUNNING: u8 = 1;
 const DONE: u8 = 2;
@@ -47,6 +110,12 @@ pub struct Task {
 }
 
 impl Task {
+    /// The number of keys the task will do, known before it starts (from a manifest): the
+    /// total and its ETA count it from the beginning.
+    pub fn expect(&self, total: u64) {
+        self.total.store(total + 1, Relaxed);
+    }
+
     /// The task starts; `total` is the number of keys expected, if known.
     pub fn start(&self, total: Option<u64>) {
         self.total.store(total.map_or(0, |t| t + 1), Relaxed);
@@ -87,6 +156,7 @@ impl Task {
         };
         let total = match self.total.load(Relaxed) {
             _ if state == DONE => Some(keys),
+            t if state == WAITING && t > 0 => Some(t - 1),
             0 => None,
             t => Some(t - 1),
         };
@@ -121,9 +191,13 @@ struct TaskView {
 
 #[derive(Serialize)]
 struct View {
+    event: &'static str,
     elapsed_s: u64,
+    /// Tasks with keys (done empty ones are in `tasks_empty` instead).
     tasks: usize,
     tasks_done: usize,
+    /// Tasks that ended with no key (empty databases): left out of `tasks`.
+    tasks_empty: usize,
     keys: u64,
     bytes: u64,
     total_keys: Option<u64>,
@@ -147,7 +221,7 @@ impl Inner {
             Some(m) => {
                 let _ = m.println(line);
             }
-            None => eprintln!("{line}"),
+            None => note(line),
         }
     }
 
@@ -158,10 +232,13 @@ impl Inner {
         let total = tasks.iter().map(|t| t.total_keys).sum::<Option<u64>>();
         let secs = now as f64 / 1000.0;
         let rate = if secs > 0.0 { keys as f64 / secs } else { 0.0 };
+        let empty = tasks.iter().filter(|t| t.state == "done" && t.keys == 0).count();
         View {
+            event: "progress",
             elapsed_s: now / 1000,
-            tasks: tasks.len(),
-            tasks_done: tasks.iter().filter(|t| t.state == "done").count(),
+            tasks: tasks.len() - empty,
+            tasks_done: tasks.iter().filter(|t| t.state == "done").count() - empty,
+            tasks_empty: empty,
             keys,
             bytes: tasks.iter().map(|t| t.bytes).sum(),
             total_keys: total,
@@ -203,7 +280,14 @@ impl Progress {
                 })
             })
             .collect();
-        let multi = (mode == Mode::Bar).then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        // `bar` asked for where stderr is no terminal (a log, a pipe): drawn anyway.
+        let multi = (mode == Mode::Bar).then(|| {
+            MultiProgress::with_draw_target(if std::io::stderr().is_terminal() {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::term_like_with_hz(Box::new(Forced), 5)
+            })
+        });
         let inner = Arc::new(Inner {
             tasks,
             t0,
@@ -331,14 +415,70 @@ fn eta_text(eta: Option<u64>) -> String {
     eta.map_or_else(String::new, |s| format!(", ETA {}", duration(s)))
 }
 
+/// `3/5 done (14 empty)`.
+fn done_text(v: &View) -> String {
+    let empty = if v.tasks_empty > 0 {
+        format!(" ({} empty)", v.tasks_empty)
+    } else {
+        String::new()
+    };
+    format!("{}/{} done{empty}", v.tasks_done, v.tasks)
+}
+
 fn plain_total(v: &View) -> String {
-    format!(
-        "[{}] {}/{} done, {}",
-        duration(v.elapsed_s),
-        v.tasks_done,
-        v.tasks,
-        plain_rest(v)
-    )
+    format!("[{}] {}, {}", duration(v.elapsed_s), done_text(v), plain_rest(v))
+}
+
+/// Stderr as a terminal for `--progress bar` where it is none: ANSI escapes, 100 columns.
+#[derive(Debug)]
+struct Forced;
+
+impl Forced {
+    fn put(s: &str) -> std::io::Result<()> {
+        std::io::stderr().lock().write_all(s.as_bytes())
+    }
+}
+
+impl indicatif::TermLike for Forced {
+    fn width(&self) -> u16 {
+        100
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            Self::put(&format!("\x1b[{n}A"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            Self::put(&format!("\x1b[{n}B"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            Self::put(&format!("\x1b[{n}C"))?;
+        }
+        Ok(())
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            Self::put(&format!("\x1b[{n}D"))?;
+        }
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        Self::put(&format!("{s}\n"))
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        Self::put(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        Self::put("\r\x1b[2K")
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 fn plain_task(t: &TaskView) -> String {
@@ -373,7 +513,7 @@ impl Bars {
     fn draw(&mut self, inner: &Inner, v: &View, last: bool) {
         let Some(multi) = &inner.multi else { return };
         let total = self.total.get_or_insert_with(|| Self::bar(multi, "total"));
-        let done = format!("{}/{} done", v.tasks_done, v.tasks);
+        let done = done_text(v);
         Self::set(total, v.keys, v.total_keys, format!("{done}, {}", plain_rest(v)));
         for t in &v.running {
             let b = self

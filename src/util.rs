@@ -37,6 +37,34 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
     Ok(ms as u64)
 }
 
+/// Where kvferry keeps the checkpoints of runs that have no snapshot of their own to keep
+/// them in, and of imports (never inside a snapshot, which is a backup): `$XDG_STATE_HOME`, or
+/// `~/.local/state`, then `kvferry/LEAF`.
+pub fn state_home(leaf: &str) -> anyhow::Result<std::path::PathBuf> {
+    let base = match (std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME")) {
+        (Some(x), _) if !x.is_empty() => std::path::PathBuf::from(x),
+        (_, Some(h)) if !h.is_empty() => std::path::PathBuf::from(h).join(".local/state"),
+        _ => anyhow::bail!("neither XDG_STATE_HOME nor HOME is set: say where to keep checkpoints with --state DIR"),
+    };
+    Ok(base.join("kvferry").join(leaf))
+}
+
+/// A server URL (or any name) as a file name: the scheme dropped, anything but letters, digits,
+/// `.` and `-` made `_`.
+pub fn safe_name(s: &str) -> String {
+    s.split_once("://")
+        .map_or(s, |(_, h)| h)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// `1 key`, `2 keys`: a count and its noun, plural unless the count is one.
 pub fn count(n: u64, noun: &str) -> String {
     if n == 1 {

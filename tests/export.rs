@@ -12,7 +12,11 @@ use serde_json::{json, Value as J};
 use support::Server;
 
 fn kvferry(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kvferry")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// One `kvferry export` run into a fresh directory, with a JSON report.
@@ -41,6 +45,7 @@ fn export(s: &Server, extra: &[&str]) -> Run {
     .collect::<Vec<_>>();
     args.extend(extra.iter().map(|a| a.to_string()));
     let output = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args(&args)
         .output()
         .unwrap();
@@ -351,6 +356,7 @@ fn continues_after_the_source_restarts() {
     let (out, report) = (dir.path().join("snap"), dir.path().join("report.json"));
     // At 8000 commands/s, 5000 keys take at least 2.5 s: the restart lands in the middle.
     let child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args(["export", "--source", &s.url(), "--db", "0", "--max-ops-per-sec", "8000"])
         .arg("--out")
         .arg(&out)
@@ -441,6 +447,7 @@ fn a_killed_export_resumes_from_its_checkpoints() {
         a
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args(args(&["--max-ops-per-sec", "3000", "--checkpoint-secs", "0"]))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -564,28 +571,73 @@ fn pika_length_checks_give_the_same_content() {
     assert_eq!(s16k.2, vec![json!("s".repeat(16385))]);
 }
 
-/// `--progress json` writes one JSON object per line on stderr, the last when the export ends:
-/// every shard done, and the keys counted.
+/// `--progress json` makes stderr JSON lines only: messages as `message` events, progress as
+/// `progress` events (the last when the export ends: every shard done, the keys counted, the
+/// empty databases apart), and a last `result` line with the exit code and the counts. Empty
+/// databases take one line of the summary.
 #[test]
 fn progress_as_json_lines() {
     let s = Server::source();
     populate(&s);
-    let run = export(&s, &["--db", "0,3", "--progress", "json"]);
+    let run = export(&s, &["--progress", "json"]);
     assert_eq!(run.output.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&run.output.stderr);
-    let lines: Vec<J> = stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let lines: Vec<J> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON line: {l:?} in {stderr}")))
+        .collect();
+    assert!(lines.iter().any(|l| l["event"] == "message"), "{stderr}");
+    let result = lines.last().unwrap();
+    assert_eq!(result["event"], "result", "{stderr}");
+    assert_eq!(result["exit_code"], 0, "{result}");
+    assert_eq!(result["keys"], 11, "{result}");
+    assert_eq!(result["failed"], 0, "{result}");
     let last = lines
-        .last()
+        .iter()
+        .rev()
+        .find(|l| l["event"] == "progress")
         .unwrap_or_else(|| panic!("no JSON progress line in {stderr}"));
+    let dbs = s.databases() as u64;
     assert_eq!(last["tasks"], 2, "{last}");
     assert_eq!(last["tasks_done"], 2, "{last}");
+    assert_eq!(last["tasks_empty"], dbs - 2, "{last}");
     assert_eq!(last["keys"], 11, "{last}");
     assert_eq!(last["total_keys"], 11, "{last}");
     assert!(last["bytes"].as_u64().unwrap() > 1 << 20, "{last}");
+    let stdout = String::from_utf8_lossy(&run.output.stdout);
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("empty database")).count(),
+        1,
+        "one line for the empty databases: {stdout}"
+    );
+    assert!(stdout.contains(&format!("{} empty databases: ", dbs - 2)), "{stdout}");
+    // inspect too: one line for the empty shards.
+    let o = kvferry(&["inspect", &run.out]);
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        shown.contains(&format!("{} shards with no keys: ", dbs - 2)) && shown.matches("part").count() < 6,
+        "{shown}"
+    );
     let quiet = export(&s, &["--db", "0", "--progress", "none"]);
     assert!(
         !String::from_utf8_lossy(&quiet.output.stderr).contains("keys"),
         "--progress none prints no progress"
+    );
+}
+
+/// `--progress bar` draws bars even where stderr is no terminal (a log file, a pipe), with the
+/// total's keys, rate and ETA (issue 12: it was silently ignored).
+#[test]
+fn progress_bars_are_drawn_when_asked_for_without_a_terminal() {
+    let s = Server::source();
+    let kv: Vec<(String, String)> = (0..100).map(|i| (format!("k{i}"), "v".into())).collect();
+    let _: () = s.conn().mset(&kv).unwrap();
+    let run = export(&s, &["--db", "0", "--progress", "bar", "--max-ops-per-sec", "150"]);
+    assert_eq!(run.output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&run.output.stderr);
+    assert!(
+        stderr.contains("total [") && stderr.contains("keys/s") && stderr.contains("\x1b["),
+        "{stderr:?}"
     );
 }
 
@@ -603,6 +655,7 @@ fn progress_moves_under_a_rate_limit() {
     let keys: Vec<u64> = stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<J>(l).ok())
+        .filter(|l| l["event"] == "progress")
         .map(|l| l["keys"].as_u64().unwrap())
         .collect();
     assert_eq!(keys.last(), Some(&300), "{stderr}");
@@ -625,6 +678,7 @@ fn says_while_it_waits_for_a_source_that_went_away() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("snap");
     let mut child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args(["export", "--source", &s.url(), "--db", "0", "--max-ops-per-sec", "4000"])
         .args(["--progress", "none", "--out"])
         .arg(&out)
@@ -737,6 +791,7 @@ fn an_interrupted_export_says_how_to_resume() {
             "none",
         ];
         let child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+            .env("XDG_STATE_HOME", support::state_home())
             .args(args)
             .args(["--max-ops-per-sec", "4000"])
             .stdout(std::process::Stdio::piped())
@@ -800,6 +855,7 @@ fn a_second_export_into_the_same_directory_is_refused() {
         "none",
     ];
     let child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args(args)
         .args(["--max-ops-per-sec", "3000"])
         .stdout(std::process::Stdio::null())
@@ -861,4 +917,37 @@ fn a_command_that_never_answers_stops_the_export_by_name() {
         "{err}"
     );
     assert!(!out.join("MANIFEST.json").exists());
+}
+
+/// `--out` takes a new or empty directory only, and a failed export that wrote no shard file
+/// leaves no directory behind (issue 12: an unrelated directory got the files mixed in, and a
+/// failed export left an empty --out).
+#[test]
+fn out_is_new_or_empty_and_a_failed_export_leaves_none() {
+    let s = Server::source();
+    let dir = tempfile::tempdir().unwrap();
+    let busy = dir.path().join("busy");
+    std::fs::create_dir(&busy).unwrap();
+    std::fs::write(busy.join("notes.txt"), "mine").unwrap();
+    let o = kvferry(&["export", "--source", &s.url(), "--out", busy.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("notes.txt") && err.contains("new or empty directory"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&busy).unwrap().count(), 1, "nothing added");
+    let fresh = dir.path().join("fresh");
+    let o = kvferry(&[
+        "export",
+        "--source",
+        &s.url(),
+        "--out",
+        fresh.to_str().unwrap(),
+        "--db",
+        "99",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no database 99"));
+    assert!(!fresh.exists(), "the failed export's directory is gone");
 }

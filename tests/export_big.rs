@@ -21,6 +21,7 @@ const STREAM: usize = 200_000;
 fn export(s: &Server, out: &Path, extra: &[&str]) -> (std::process::Output, J) {
     let report = out.with_extension("report.json");
     let o = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args(["export", "--source", &s.url(), "--db", "0", "--progress", "none"])
         .arg("--out")
         .arg(out)
@@ -140,6 +141,7 @@ fn million_member_collections_and_a_big_stream() {
     // The same keys through `kvferry import` into another server, in bounded commands.
     let t = Server::target();
     let o = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args([
             "import",
             out.to_str().unwrap(),

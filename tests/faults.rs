@@ -106,6 +106,7 @@ fn run_time(args: &[String]) -> Duration {
 /// by itself before that.
 fn kill_after(args: &[String], after: Duration) -> Option<Duration> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

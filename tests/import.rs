@@ -31,6 +31,23 @@ fn import(snap: &str, t: &Server, extra: &[&str]) -> Output {
     kvferry(&args)
 }
 
+/// The import checkpoint directories into the server on `port`: in the snapshot (none may be
+/// there: it is a backup) and under the state home.
+fn import_states(snap: &str, port: u16) -> Vec<PathBuf> {
+    let inside = std::fs::read_dir(snap)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".import"));
+    let home = support::state_home().join("kvferry");
+    let prefix = format!("import-127.0.0.1_{port}-");
+    let outside = std::fs::read_dir(&home)
+        .into_iter()
+        .flatten()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix));
+    inside.chain(outside).collect()
+}
+
 trait UrlOwned {
     fn url_owned(&self) -> String;
 }
@@ -125,6 +142,9 @@ fn round_trip_of_every_type_and_database() {
     let written: u64 = r["shards"].as_array().unwrap().iter().map(|s| sum(&s["written"])).sum();
     assert_eq!(written, if t.kind == Kind::Kvrocks { 11 } else { 13 }, "{r}");
     assert_eq!(r["complete"], true);
+    // The checkpoints are kept outside the snapshot (a backup), under the state home.
+    let states = import_states(&snap, t.port);
+    assert!(states.len() == 1 && !states[0].starts_with(&snap), "{states:?}");
     // A finished import resumed: nothing to do.
     let o = import(&snap, &t, &[map, &["--resume"]].concat());
     assert!(o.status.success(), "{}", text(&o));
@@ -217,6 +237,11 @@ fn several_databases_need_a_mapping_that_loses_nothing() {
     assert!(text(&o).contains("would both be written to db 1"), "{}", text(&o));
     let o = import(&snap, &t, &["--db-map", "0=1"]);
     assert!(text(&o).contains("database 3 is not mapped"), "{}", text(&o));
+    assert!(
+        !text(&o).contains("checking"),
+        "the mapping is checked before the snapshot is read through: {}",
+        text(&o)
+    );
     let n = t.key_count(0);
     assert_eq!(n, 0, "nothing written by refused runs");
     // Two databases into one, apart by prefix.
@@ -310,10 +335,7 @@ fn dry_run_writes_nothing_and_resp_feeds_redis_cli() {
     );
     let n = t.key_count(0);
     assert_eq!(n, 0);
-    assert!(!Path::new(&snap)
-        .join(format!(".import-127.0.0.1_{}", t.port))
-        .join("import.json")
-        .exists());
+    assert!(import_states(&snap, t.port).is_empty(), "a dry run starts no import");
     let resp = dir.path().join("cmds.resp");
     let o = kvferry(&[
         "import",
@@ -681,6 +703,7 @@ fn each_connection_authenticates_with_its_token() {
     // AUTH <token> alone, as a namespace needs (SERVERS.md).
     let t = Server::start(Kind::Redis, &[("requirepass", "ns-token-0")]);
     let o = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args([
             "import",
             &snap,
@@ -701,6 +724,7 @@ fn each_connection_authenticates_with_its_token() {
         text(&o)
     );
     let o = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args([
             "import",
             &snap,
@@ -763,6 +787,7 @@ fn a_restarted_target_gets_what_was_not_acknowledged() {
     let mut t = Server::start(Kind::Redis, &[("appendonly", "yes"), ("appendfsync", "always")]);
     let rep = dir.path().join("r.json");
     let child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args([
             "import",
             &snap,
@@ -850,6 +875,7 @@ fn killed_then_resumed(conflict: &str, restart_between: bool) {
         v
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args(args(&["--max-ops-per-sec", "8000"]))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -1206,6 +1232,7 @@ fn a_second_import_at_the_same_time_is_refused() {
         "none",
     ];
     let child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args(args)
         .args(["--max-ops-per-sec", "2000", "--pipeline", "10"])
         .stdout(std::process::Stdio::null())
@@ -1253,6 +1280,7 @@ fn an_interrupted_import_says_how_to_resume() {
         "none",
     ];
     let child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args(args)
         .args(["--max-ops-per-sec", "2000", "--pipeline", "10"])
         .stdout(std::process::Stdio::piped())
@@ -1329,4 +1357,63 @@ fn a_target_that_cannot_be_written_is_refused_at_once() {
         "{err}"
     );
     assert_eq!(t.key_count(0), 0);
+}
+
+/// The shards of an import run `--parallel` at a time, and its progress knows every shard's
+/// keys from the manifest from its first line (issue 12: the total was unknown until the first
+/// shard ended, and the shards ran one after the other). Slowed by a rate limit so that progress
+/// lines are seen while both shards run.
+#[test]
+fn shards_run_in_parallel_with_totals_from_the_manifest() {
+    let s = Server::start(Kind::Redis, &[]);
+    let mut c = s.conn();
+    for db in [0, 1] {
+        let _: () = redis::cmd("SELECT").arg(db).query(&mut c).unwrap();
+        let kv: Vec<(String, String)> = (0..1000).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
+        let _: () = c.mset(&kv).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    let run = |parallel: &str| {
+        let t = Server::start(Kind::Redis, &[]);
+        let o = kvferry(&[
+            "import",
+            &snap,
+            "--target",
+            &t.url(),
+            "--db-map",
+            "0=0,1=1",
+            "--parallel",
+            parallel,
+            "--max-ops-per-sec",
+            "400",
+            "--progress",
+            "json",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert_eq!(t.key_count(0) + t.key_count(1), 2000);
+        let lines: Vec<J> = String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+            .collect();
+        let result = lines.last().unwrap();
+        assert_eq!(
+            (result["event"].as_str(), result["written"].as_u64()),
+            (Some("result"), Some(2000)),
+            "{result}"
+        );
+        let progress: Vec<&J> = lines.iter().filter(|l| l["event"] == "progress").collect();
+        assert!(progress.len() >= 2, "{lines:?}");
+        assert!(
+            progress.iter().all(|l| l["total_keys"] == 2000),
+            "the total is known from the first line: {progress:?}"
+        );
+        progress
+            .iter()
+            .map(|l| l["running"].as_array().unwrap().len())
+            .max()
+            .unwrap()
+    };
+    assert_eq!(run("2"), 2, "both shards at once");
+    assert_eq!(run("1"), 1, "one at a time");
 }

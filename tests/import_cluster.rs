@@ -14,6 +14,7 @@ use support::{text, Server};
 fn export(s: &Server, dir: &std::path::Path) -> String {
     let out = dir.join("snap").to_string_lossy().into_owned();
     let o = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args([
             "export",
             "--source",
@@ -70,6 +71,7 @@ fn keys_go_to_the_node_that_holds_their_slot() {
     let nodes = support::cluster(3);
     let rep = dir.path().join("r.json");
     let o = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args(["import", &snap, "--target", &nodes[1].url(), "--progress", "none"])
         .args(["--report", rep.to_str().unwrap()])
         .output()
@@ -85,6 +87,7 @@ fn keys_go_to_the_node_that_holds_their_slot() {
     // verify routes its reads the same way, and finds a change on whichever node holds it.
     let verify = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_kvferry"))
+            .env("XDG_STATE_HOME", support::state_home())
             .args(["verify", &snap, "--target", &nodes[2].url(), "--progress", "none"])
             .args(extra)
             .output()
@@ -111,6 +114,7 @@ fn keys_go_to_the_node_that_holds_their_slot() {
     }
     // A non-empty cluster is refused by default, whichever node holds the keys.
     let o = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args(["import", &snap, "--target", &nodes[0].url(), "--progress", "none"])
         .output()
         .unwrap();
@@ -131,6 +135,7 @@ fn a_resharding_during_the_import_loses_nothing() {
     let nodes = support::cluster(3);
     let rep = dir.path().join("r.json");
     let child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args(["import", &snap, "--target", &nodes[0].url(), "--progress", "none"])
         .args([
             "--pipeline",

@@ -19,7 +19,11 @@ fn pika_version(s: &Server) -> Option<(u32, u32)> {
 }
 
 fn run(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kvferry")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// Exports db 0 of `s`; returns the JSON report and the records `kvferry cat` prints with `cat`
@@ -191,6 +195,7 @@ fn a_resumed_export_writes_each_stream_once() {
         a
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args(args(&["--max-ops-per-sec", "1500", "--checkpoint-secs", "0"]))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -264,6 +269,7 @@ fn pika_3_cache_is_switched_off_only_when_asked() {
     let export = |name: &str, off: bool| {
         let out = dir.path().join(name);
         let mut c = Command::new(env!("CARGO_BIN_EXE_kvferry"));
+        c.env("XDG_STATE_HOME", support::state_home());
         c.args([
             "export",
             "--source",

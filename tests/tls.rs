@@ -131,6 +131,7 @@ fn export(url: &str, extra: &[&str]) -> (Output, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("snap");
     let o = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args(["export", "--source", url, "--db", "0", "--progress", "none", "--out"])
         .arg(&out)
         .arg("--report")
@@ -147,6 +148,7 @@ fn stderr(o: &Output) -> String {
 
 fn exported_value(dir: &Path, key: &str) -> Option<String> {
     let o = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .args(["cat", "--key", key])
         .arg(dir.join("snap"))
         .output()
@@ -257,6 +259,7 @@ fn passwords_from_the_environment_or_a_file_never_show() {
     );
 
     let o = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
         .env("KVFERRY_TEST_SECRET", &secret)
         .args([
             "export",

@@ -38,7 +38,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         .any(|p| p.contains(NEWER));
     let mut out = std::io::stdout().lock();
     if a.json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
+        // Through io::Error, so that a closed pipe (`| head -1`) is seen as one (exit 0).
+        serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from)?;
         writeln!(out)?;
     } else {
         let bytes: u64 = report.files.iter().map(|f| f.bytes).sum();

@@ -108,7 +108,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let s = summarise(&a.snapshot)?;
     let mut out = std::io::stdout().lock();
     if a.json {
-        serde_json::to_writer_pretty(&mut out, &s)?;
+        // Through io::Error, so that a closed pipe (`| head -1`) is seen as one (exit 0).
+        serde_json::to_writer_pretty(&mut out, &s).map_err(std::io::Error::from)?;
         writeln!(out)?;
     } else {
         print_text(&s, &mut out)?;
@@ -342,7 +343,9 @@ fn print_text(s: &Summary, out: &mut impl Write) -> std::io::Result<()> {
         }
     }
     writeln!(out, "shards")?;
-    for sh in &s.shards {
+    // Empty databases take one line, not two each.
+    let (empty, shards): (Vec<_>, Vec<_>) = s.shards.iter().partition(|sh| sh.keys == 0);
+    for sh in shards {
         let server = sh
             .source_server
             .as_deref()
@@ -350,26 +353,35 @@ fn print_text(s: &Summary, out: &mut impl Write) -> std::io::Result<()> {
             .unwrap_or_default();
         writeln!(
             out,
-            "  {}  {}{server} db {}  {} parts  {} keys  raw {}  file {}",
+            "  {}  {}{server} db {}  {}  {}  raw {}  file {}",
             sh.id,
             sh.source,
             sh.db,
-            sh.parts.len(),
-            sh.keys,
+            crate::util::count(sh.parts.len() as u64, "part"),
+            crate::util::count(sh.keys, "key"),
             human_bytes(sh.raw_bytes),
             human_bytes(sh.file_bytes)
         )?;
         for p in &sh.parts {
             writeln!(
                 out,
-                "      {}  {} blocks  {} keys  raw {}  file {}",
+                "      {}  {}  {}  raw {}  file {}",
                 p.file,
-                p.blocks,
-                p.keys,
+                crate::util::count(p.blocks, "block"),
+                crate::util::count(p.keys, "key"),
                 human_bytes(p.raw_bytes),
                 human_bytes(p.bytes)
             )?;
         }
+    }
+    if !empty.is_empty() {
+        let ids: Vec<&str> = empty.iter().map(|sh| sh.id.as_str()).collect();
+        writeln!(
+            out,
+            "  {} with no keys: {}",
+            crate::util::count(ids.len() as u64, "shard"),
+            ids.join(", ")
+        )?;
     }
     for p in &s.problems {
         writeln!(out, "UNREADABLE {p}")?;

@@ -92,7 +92,7 @@ fn ping_when_loaded(name: &str, conn: &mut redis::Connection) -> redis::RedisRes
         match redis::cmd("PING").query(conn) {
             Err(e) if e.kind() == redis::ErrorKind::BusyLoadingError && started.elapsed() < LOADING_PATIENCE => {
                 if told.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                    eprintln!(
+                    crate::note!(
                         "{name}: the server is loading its dataset; waiting ({} s so far, at most {} s)",
                         started.elapsed().as_secs(),
                         LOADING_PATIENCE.as_secs()

@@ -164,7 +164,7 @@ impl ConnectArgs {
             insecure: self.tls_insecure,
         };
         if tls.insecure {
-            eprintln!(
+            crate::note!(
                 "warning: --tls-insecure: the certificates of rediss:// servers are not verified; anyone on the path can read and change the data"
             );
         }

@@ -69,7 +69,7 @@ impl CacheOff {
             .arg("0")
             .query::<()>(conn)
             .with_context(|| format!("{}: CONFIG SET cache-model 0 (--pika-cache-off)", server.name))?;
-        eprintln!(
+        crate::note!(
             "{}: cache switched off for this run (cache-model {before} -> 0, --pika-cache-off); it is set back at the end. If kvferry is killed first, run: CONFIG SET cache-model {before}",
             server.name
         );
@@ -94,10 +94,11 @@ impl CacheOff {
 impl Drop for CacheOff {
     fn drop(&mut self) {
         match self.restore() {
-            Ok(()) => eprintln!("{}: cache switched on again (cache-model {})", self.name, self.before),
-            Err(e) => eprintln!(
+            Ok(()) => crate::note!("{}: cache switched on again (cache-model {})", self.name, self.before),
+            Err(e) => crate::note!(
                 "{}: could not switch the cache on again ({e:#}): run CONFIG SET cache-model {} on it",
-                self.name, self.before
+                self.name,
+                self.before
             ),
         }
     }

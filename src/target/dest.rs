@@ -306,14 +306,14 @@ pub(crate) fn open_target(connect_args: &ConnectArgs, url: &str, map: &MapArgs, 
         None
     };
     match &slots {
-        Some(m) => eprintln!(
+        Some(m) => crate::note!(
             "{}: {} ({role}), a cluster of {} masters: {}",
             server.name,
             server.software(),
             m.nodes.len(),
             m.nodes.join(", ")
         ),
-        None => eprintln!("{}: {} ({role})", server.name, server.software()),
+        None => crate::note!("{}: {} ({role})", server.name, server.software()),
     }
     Ok(Target { probe, server, slots })
 }

@@ -21,7 +21,18 @@ pub mod compare;
 
 /// Runs the kvferry binary under test.
 pub fn kvferry(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kvferry")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .args(args)
+        .env("XDG_STATE_HOME", state_home())
+        .output()
+        .unwrap()
+}
+
+/// Where the binary under test keeps checkpoints by default (its `$XDG_STATE_HOME`): in the
+/// build's scratch directory, not the user's home.
+#[allow(dead_code)] // not every test file asks
+pub fn state_home() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("state")
 }
 
 /// A command's status and output, for failure messages.
@@ -207,6 +218,17 @@ impl Server {
 
     pub fn key_count(&self, db: u32) -> u64 {
         self.try_key_count(db).unwrap()
+    }
+
+    /// How many databases the server has (CONFIG GET databases; 1 where it has none to say).
+    #[allow(dead_code)] // not every test file asks
+    pub fn databases(&self) -> u32 {
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("databases")
+            .query(&mut self.conn())
+            .unwrap_or_default();
+        v.get(1).and_then(|n| n.parse().ok()).unwrap_or(1)
     }
 
     /// Everything the server wrote, for failure messages (the end of each log; Pika writes its

@@ -131,15 +131,25 @@ fn out_dir(out: &Path) -> anyhow::Result<OutDir> {
     if let Some(run) = RunState::read(out)? {
         return Ok(OutDir::Unfinished(run));
     }
-    let used = std::fs::read_dir(out)
+    // A new export goes into an empty directory only: its files would mix with others'
+    // (issue 12), and a later cleanup of the snapshot would take them too.
+    let other: Vec<String> = std::fs::read_dir(out)
         .with_context(|| format!("{}: cannot list the directory", out.display()))?
         .filter_map(|e| e.ok())
-        .any(|e| e.path().extension().is_some_and(|x| x == "kvf"));
-    if used {
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != crate::util::DirLock::NAME)
+        .collect();
+    if let Some(first) = other.first() {
+        let shards = other.iter().any(|n| n.ends_with(".kvf"));
         bail!(
-            "{}: holds shard files but no export state ({}); choose an empty directory",
+            "{}: holds {} (e.g. {first:?}){}; an export goes into a new or empty directory: choose another with --out",
             out.display(),
-            state::RUN_STATE
+            crate::util::count(other.len() as u64, "file"),
+            if shards {
+                format!(", shard files among them, but no export state ({})", state::RUN_STATE)
+            } else {
+                String::new()
+            }
         );
     }
     Ok(OutDir::Fresh)
@@ -190,7 +200,7 @@ fn plan(a: &Args, endpoints: &[Endpoint]) -> anyhow::Result<Vec<PlannedShard>> {
     for (i, ep) in endpoints.iter().enumerate() {
         let link = Link::open(ep)?;
         let server = &link.server;
-        eprintln!(
+        crate::note!(
             "{}: {} with {} databases",
             server.name,
             server.software(),
@@ -208,6 +218,26 @@ fn plan(a: &Args, endpoints: &[Endpoint]) -> anyhow::Result<Vec<PlannedShard>> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
+    // A directory this run made is removed again when the run fails before any shard file was
+    // written (an unreachable source, a bad --db): no empty --out is left behind (issue 12).
+    let made = !a.out.exists();
+    let out = a.out.clone();
+    let r = run_export(a);
+    if r.is_err() && made && out.is_dir() {
+        let written = std::fs::read_dir(&out)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .any(|e| e.path().extension().is_some_and(|x| x == "kvf"))
+            })
+            .unwrap_or(true);
+        if !written {
+            let _ = std::fs::remove_dir_all(&out);
+        }
+    }
+    r
+}
+
+fn run_export(a: Args) -> anyhow::Result<i32> {
     crate::interrupt::stops_cleanly();
     crate::util::check_report_path(a.report.as_deref())?;
     let scan = scan_options(&a)?;
@@ -237,7 +267,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     };
     let run = match out {
         OutDir::Complete if a.resume => {
-            eprintln!(
+            crate::note!(
                 "{}: the export is complete already (it has {MANIFEST_NAME}); nothing to resume",
                 a.out.display()
             );
@@ -249,7 +279,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         ),
         OutDir::Unfinished(run) if a.resume => {
             run.check_same(&options, &a.out)?;
-            eprintln!(
+            crate::note!(
                 "{}: resuming the export started {}",
                 a.out.display(),
                 crate::util::iso_utc(run.created_unix_ms)
@@ -322,7 +352,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     if !errors.is_empty() {
         for e in &errors[1..] {
-            eprintln!("error: {e}");
+            crate::note!("error: {e}");
         }
         bail!(
             "{}\nThe export is unfinished (no {MANIFEST_NAME}); fix the cause and run the same command with --resume to continue it.",
@@ -383,12 +413,18 @@ fn run_shards(ctx: &shard::Ctx, shards: &[PlannedShard], parallel: usize, progre
 fn print_summary(reports: &[ShardReport], report: bool) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     let (mut keys, mut failed) = (0u64, 0usize);
+    let mut empty = Vec::new();
     for r in reports {
         let d = &r.db_report;
         let types: Vec<String> = d.keys_by_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
         let total: u64 = d.keys_by_type.values().sum();
         keys += total;
         failed += d.failed.len();
+        // Empty databases take one line together, below.
+        if total == 0 && d.gone == 0 && d.filtered == 0 && d.failed.is_empty() && d.reconnects == 0 {
+            empty.push(format!("{} (db {})", r.shard, r.db));
+            continue;
+        }
         writeln!(
             out,
             "{} ({} db {}): {} [{}], {} gone before read, {} filtered, {} failed, {:.1} s{}",
@@ -424,6 +460,17 @@ fn print_summary(reports: &[ShardReport], report: bool) -> std::io::Result<()> {
             crate::cmd::list_keys(&mut out, what, list, report)?;
         }
     }
+    if !empty.is_empty() {
+        writeln!(
+            out,
+            "{}: {}",
+            count(empty.len() as u64, "empty database"),
+            empty.join(", ")
+        )?;
+    }
+    crate::progress::set_result(serde_json::json!({
+        "keys": keys, "failed": failed, "shards": reports.len()
+    }));
     writeln!(
         out,
         "total: {} in {}, {failed} failed",

@@ -198,7 +198,7 @@ fn precheck(snap: &Snapshot, shards: &[usize]) -> CheckReport {
         .iter()
         .flat_map(|&si| (0..snap.manifest.shards[si].parts.len()).map(move |pi| (si, pi)))
         .collect();
-    eprintln!(
+    crate::note!(
         "checking {} files of {} before writing...",
         jobs.len(),
         snap.dir.display()
@@ -275,12 +275,34 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         .filter(|&i| snap.manifest.shards[i].keys > 0)
         .collect();
     if empty > 0 {
-        eprintln!("{empty} empty shards: nothing to import from them");
+        crate::note!("{empty} empty shards: nothing to import from them");
     }
     // The target first: an unreachable one is found before the snapshot is read through.
     let target = match (&a.resp, &a.target) {
         (None, Some(url)) => Some(open_target(&a.connect, url, &a.map, "target")?),
         _ => None,
+    };
+    // Every argument is checked before the slow work, the checksum pass over the whole snapshot
+    // (issue 12: a typo in --db-map was found only after it): the mapping, and the target's
+    // writability and dialect.
+    let checked = match &target {
+        Some(t) => {
+            let dests = destinations(
+                &a.map,
+                Holder::Snapshot,
+                a.conflict == Conflict::Skip,
+                &snap.dbs(&shards),
+                Some((&t.probe, &t.server)),
+                t.slots.is_some(),
+            )?;
+            check_writable(&t.probe, &t.server.name, a.dry_run)?;
+            let dialect = dialect_of(&t.server, &t.probe, a.dry_run)?;
+            Some((dests, dialect))
+        }
+        None => {
+            destinations(&a.map, Holder::Snapshot, false, &snap.dbs(&shards), None, false)?;
+            None
+        }
     };
     let mut lost_files = Vec::new();
     if !a.no_check {
@@ -305,7 +327,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                     f.file.display(),
                     f.bad_blocks
                 ));
-                eprintln!(
+                crate::note!(
                     "warning: {}: damaged blocks {:?} will be skipped (--skip-corrupt-blocks)",
                     f.file.display(),
                     f.bad_blocks
@@ -329,33 +351,12 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if let Some(path) = &a.resp {
         return run_resp(&a, &snap, &shards, path);
     }
-    let Target { probe, server, slots } = target.expect("BUG: clap requires --target without --resp");
-    let dests = destinations(
-        &a.map,
-        Holder::Snapshot,
-        a.conflict == Conflict::Skip,
-        &snap.dbs(&shards),
-        Some((&probe, &server)),
-        slots.is_some(),
-    )?;
-    check_writable(&probe, &server.name, a.dry_run)?;
-    let dialect = dialect_of(&server, &probe, a.dry_run)?;
-    let state_dir = StateDir::new(a.state.clone().unwrap_or_else(|| {
-        let safe: String = server
-            .name
-            .split_once("://")
-            .map_or(server.name.as_str(), |(_, h)| h)
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        a.snapshot.join(format!(".import-{safe}"))
-    }));
+    let Target { server, slots, .. } = target.expect("BUG: clap requires --target without --resp");
+    let (dests, dialect) = checked.expect("BUG: checked above, with the target");
+    let state_dir = StateDir::new(match &a.state {
+        Some(d) => d.clone(),
+        None => default_state(&snap, &server.name)?,
+    });
     let options = Options {
         target: server.name.clone(),
         shards: shards.iter().map(|&i| snap.manifest.shards[i].id.clone()).collect(),
@@ -395,7 +396,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             false
         }
         (None, true) => {
-            eprintln!(
+            crate::note!(
                 "{}: no checkpoint: starting the import from the beginning",
                 state_dir.dir.display()
             );
@@ -422,7 +423,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     let whole = |s: &state::ShardState| s.done && s.counts.failed.values().sum::<u64>() == 0;
     if shards.iter().all(|i| shard_states.get(i).is_some_and(whole)) && resuming {
-        eprintln!("the import into {} is complete already; nothing to resume", server.name);
+        crate::note!("the import into {} is complete already; nothing to resume", server.name);
         return Ok(0);
     }
     if a.conflict == Conflict::Fail && !resuming {
@@ -473,6 +474,10 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     };
     let names: Vec<String> = shards.iter().map(|&i| snap.manifest.shards[i].id.clone()).collect();
     let progress = Progress::start(a.progress, names);
+    // The manifest counts every shard's keys: the total and its ETA hold from the start.
+    for (n, &i) in shards.iter().enumerate() {
+        progress.task(n).expect(snap.manifest.shards[i].keys);
+    }
     // Shards run `--parallel` at a time; after an error the others stop at their next
     // checkpoint (they keep it, so --resume continues them).
     let results = crate::util::run_parallel(a.parallel as usize, shards.len(), |n| {
@@ -584,6 +589,35 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     Ok(if failed == 0 { 0 } else { 1 })
 }
 
+/// Where an import keeps its checkpoints without --state: under `$XDG_STATE_HOME` (or
+/// `~/.local/state`), named after the target and the snapshot (its directory's name and
+/// creation time), never inside the snapshot, which is a backup (issue 12). An import started
+/// by an earlier kvferry kept them in the snapshot, in `.import-TARGET`: that one is resumed
+/// there.
+fn default_state(snap: &Snapshot, target: &str) -> anyhow::Result<PathBuf> {
+    let name = snap
+        .dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "snapshot".into());
+    let home = crate::util::state_home(&format!(
+        "import-{}-{}-{}",
+        crate::util::safe_name(target),
+        crate::util::safe_name(&name),
+        snap.manifest.created_unix_ms
+    ))?;
+    let old = snap.dir.join(format!(".import-{}", crate::util::safe_name(target)));
+    if !home.exists() && old.join("import.json").exists() {
+        crate::note!(
+            "{}: the checkpoints of an earlier kvferry, used from there",
+            old.display()
+        );
+        return Ok(old);
+    }
+    Ok(home)
+}
+
 fn done_outcome(s: &state::ShardState) -> ShardOutcome {
     ShardOutcome {
         counts: s.counts.clone(),
@@ -678,9 +712,15 @@ fn summary(
     let mut out = std::io::stdout().lock();
     let mut total = Counts::default();
     let (mut bad, mut lost) = (0u64, 0u64);
+    let mut empty = Vec::new();
     for (i, d, o) in outcomes {
         let c = &o.counts;
         let e = &snap.manifest.shards[*i];
+        // Empty shards take one line together, below.
+        if e.keys == 0 && c.keys() == 0 && o.lost.is_empty() && o.reconnects == 0 {
+            empty.push(e.id.as_str());
+            continue;
+        }
         let rate = if o.seconds > 0.0 {
             c.bytes as f64 / o.seconds
         } else {
@@ -743,10 +783,25 @@ fn summary(
         bad += o.lost.len() as u64;
         total.merge(c);
     }
+    if !empty.is_empty() {
+        writeln!(
+            out,
+            "{}: {}",
+            count(empty.len() as u64, "empty shard"),
+            empty.join(", ")
+        )?;
+    }
     for l in lost_files {
         writeln!(out, "  {l}")?;
     }
     let failed = total.failed_total();
+    crate::progress::set_result(serde_json::json!({
+        "written": total.written.values().sum::<u64>(),
+        "expired": total.expired.values().sum::<u64>(),
+        "skipped": total.skipped.values().sum::<u64>(),
+        "failed": failed,
+        "lost": lost,
+    }));
     writeln!(
         out,
         "total: written {}, expired {}, skipped {}, failed {failed}{}",

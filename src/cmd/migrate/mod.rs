@@ -118,24 +118,7 @@ struct Planned {
 
 /// The default place for checkpoints: the user's state directory, one per target.
 fn default_state(target: &str) -> anyhow::Result<PathBuf> {
-    let base = match (std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME")) {
-        (Some(x), _) if !x.is_empty() => PathBuf::from(x),
-        (_, Some(h)) if !h.is_empty() => PathBuf::from(h).join(".local/state"),
-        _ => bail!("neither XDG_STATE_HOME nor HOME is set: say where to keep checkpoints with --state DIR"),
-    };
-    let safe: String = target
-        .split_once("://")
-        .map_or(target, |(_, h)| h)
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    Ok(base.join("kvferry").join(format!("migrate-{safe}")))
+    crate::util::state_home(&format!("migrate-{}", crate::util::safe_name(target)))
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
@@ -158,7 +141,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (shards, empty) = plan(&a.select, &endpoints)?;
     if empty > 0 {
-        eprintln!(
+        crate::note!(
             "{} left out: nothing to migrate from {}",
             crate::util::count(empty as u64, "empty database"),
             if empty == 1 { "it" } else { "them" }
@@ -212,7 +195,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             false
         }
         (None, true) => {
-            eprintln!(
+            crate::note!(
                 "{}: no checkpoint: starting the migration from the beginning",
                 state_dir.dir.display()
             );
@@ -250,7 +233,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             options,
         })?;
     }
-    eprintln!("checkpoints in {}", state_dir.dir.display());
+    crate::note!("checkpoints in {}", state_dir.dir.display());
     let (source_throttle, target_throttle) = (Throttle::new(a.max_ops_per_sec), Throttle::new(a.max_ops_per_sec));
     let stop = AtomicBool::new(false);
     let progress = Progress::start(a.progress, shards.iter().map(|s| s.id.clone()).collect());
@@ -318,7 +301,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     if !errors.is_empty() {
         for e in &errors[1..] {
-            eprintln!("error: {e}");
+            crate::note!("error: {e}");
         }
         bail!(
             "{}\nThe migration is unfinished; its checkpoints are in {}: fix the cause and run the same command with --resume.",
@@ -347,7 +330,7 @@ fn plan(select: &SelectArgs, endpoints: &[Endpoint]) -> anyhow::Result<(Vec<Plan
     for (i, ep) in endpoints.iter().enumerate() {
         let mut link = Link::open(ep)?;
         let server = link.server.clone();
-        eprintln!(
+        crate::note!(
             "{}: {} with {} databases (source)",
             server.name,
             server.software(),
@@ -470,6 +453,13 @@ fn summary(outcomes: &[(&Planned, ShardOutcome)], dests: &[Dest], seconds: f64, 
     }
     let failed = total.failed_total() + read.failed.len() as u64;
     let bytes: u64 = total.bytes;
+    crate::progress::set_result(serde_json::json!({
+        "written": total.written.values().sum::<u64>(),
+        "expired": total.expired.values().sum::<u64>(),
+        "skipped": total.skipped.values().sum::<u64>(),
+        "failed": failed,
+        "gone_before_read": read.gone,
+    }));
     writeln!(
         out,
         "total: written {} ({}), expired {}, skipped {}, failed {}; gone before read {}; in {:.1} s ({:.0} keys/s)",

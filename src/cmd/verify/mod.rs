@@ -673,6 +673,11 @@ pub(crate) fn compare(
         differences: 0,
     });
     let progress = Progress::start(progress, shards.iter().map(|s| s.id.clone()).collect());
+    for (n, s) in shards.iter().enumerate() {
+        if let Some(k) = s.keys {
+            progress.task(n).expect(k);
+        }
+    }
     let nodes: Vec<String> = target.slots.as_ref().map_or_else(Vec::new, |m| m.nodes.clone());
     let mut seen_by_dest: BTreeMap<String, (usize, HashSet<u64>)> = BTreeMap::new();
     let mut redirects = 0;
@@ -776,6 +781,11 @@ pub(crate) fn compare(
         .filter(|((k, _), _)| *k != "extra")
         .map(|(_, n)| n)
         .sum();
+    crate::progress::set_result(serde_json::json!({
+        "compared": checked,
+        "differences": r.differences,
+        "not_compared_multi_type": not_written,
+    }));
     writeln!(
         out,
         "{}: {} compared{} in {:.1} s, {}{}{}",
