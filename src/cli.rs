@@ -87,6 +87,16 @@ pub enum Command {
         after_help = "Examples:\n  kvferry check /backups/snap          # after copying a snapshot across a network\n  kvferry check /backups/snap --json   # machine-readable report\n  kvferry check /backups/snap/src0-db0.0000.kvf\n\nExit code 0: every file is whole. 1: damage found; each problem names the file, block and offset.\n2: the check could not run (no such directory, unreadable)."
     )]
     Check(cmd::check::Args),
+    /// Print shell completions for kvferry (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  kvferry completions bash > ~/.local/share/bash-completion/completions/kvferry\n  kvferry completions zsh > \"${fpath[1]}/_kvferry\"\n  kvferry completions fish > ~/.config/fish/completions/kvferry.fish"
+    )]
+    Completions(cmd::docs::CompletionsArgs),
+    /// Print the manual page (roff), or write one per command into a directory.
+    #[command(
+        after_help = "Examples:\n  kvferry man | man -l -\n  sudo kvferry man --out /usr/local/share/man/man1 && man kvferry-import"
+    )]
+    Man(cmd::docs::ManArgs),
 }
 
 /// Parses the command line and runs the command; returns the exit code.
@@ -110,6 +120,8 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Cat(a) => cmd::cat::run(a),
         Command::Check(a) => cmd::check::run(a),
+        Command::Completions(a) => cmd::docs::completions(a),
+        Command::Man(a) => cmd::docs::man(a),
     }
 }
 

@@ -316,3 +316,50 @@ fn snapshot_paths_that_are_not_snapshots() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a kvferry snapshot"));
 }
+
+/// Shell completions and manual pages come from the command-line definitions: every command
+/// and option is in them, the bash script parses, and a closed pipe is no panic.
+#[test]
+fn completions_and_man_pages() {
+    let o = kvferry(&["completions", "bash"]);
+    assert_eq!(o.status.code(), Some(0));
+    let script = stdout(&o);
+    for word in [
+        "migrate",
+        "verify",
+        "--parallel",
+        "--connections",
+        "--source-connections",
+    ] {
+        assert!(script.contains(word), "{word}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kvferry.bash");
+    std::fs::write(&path, &script).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    assert!(syntax.status.success(), "{}", String::from_utf8_lossy(&syntax.stderr));
+    for shell in ["zsh", "fish"] {
+        assert!(stdout(&kvferry(&["completions", shell])).contains("migrate"), "{shell}");
+    }
+    let (r, w) = std::io::pipe().unwrap();
+    drop(r);
+    let o = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .args(["completions", "bash"])
+        .stdout(w)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    // One page on stdout, or one per command into a directory.
+    let page = stdout(&kvferry(&["man"]));
+    assert!(page.contains(".TH kvferry 1") && page.contains("migrate"), "{page}");
+    let man = dir.path().join("man1");
+    let o = kvferry(&["man", "--out", man.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    for cmd in ["export", "import", "verify", "migrate", "inspect", "cat", "check"] {
+        let p = std::fs::read_to_string(man.join(format!("kvferry-{cmd}.1"))).unwrap();
+        assert!(
+            p.contains(&format!(".TH kvferry-{cmd} 1")) && p.contains("Examples:"),
+            "{cmd}: {p}"
+        );
+    }
+}

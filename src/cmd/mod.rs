@@ -2,6 +2,7 @@
 
 pub mod cat;
 pub mod check;
+pub mod docs;
 pub mod export;
 pub mod import;
 pub mod inspect;
