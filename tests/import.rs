@@ -1417,3 +1417,79 @@ fn shards_run_in_parallel_with_totals_from_the_manifest() {
     assert_eq!(run("2"), 2, "both shards at once");
     assert_eq!(run("1"), 1, "one at a time");
 }
+
+/// `--dry-run` reports everything the import would meet, writes nothing, and does not stop at
+/// the first problem: keys that exist on the target (refused by `--conflict fail`, overwritten
+/// by `replace`), keys held under several types, Pika HyperLogLogs, a user without write rights
+/// and a replica (refused). Exit 2 where the import would refuse, 0 where it could start.
+#[test]
+fn dry_run_reports_conflicts_and_read_only_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = crafted_snapshot(dir.path());
+    let t = Server::start(Kind::Redis, &[]);
+    let mut c = t.conn();
+    let _: () = c.set("mt", "theirs").unwrap();
+    let _: () = c.set("other", "x").unwrap();
+    let dry = |url: &str, extra: &[&str]| {
+        let base = [
+            "import",
+            snap.as_str(),
+            "--target",
+            url,
+            "--dry-run",
+            "--progress",
+            "none",
+        ];
+        let o = kvferry(&[&base[..], extra].concat());
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            text(&o),
+        )
+    };
+    let (code, out, all) = dry(&t.url(), &[]);
+    assert_eq!(code, Some(2), "{all}");
+    for says in [
+        "REFUSE  conflicts",
+        "1 of the snapshot's keys exists there (e.g. \"mt\")",
+        "REFUSE  multi-type",
+        "WARN    hyperloglog",
+        "ok      rights",
+    ] {
+        assert!(out.contains(says), "{says}: {all}");
+    }
+    assert!(all.contains("would refuse to start (2 refusals"), "{all}");
+    let (code, out, all) = dry(&t.url(), &["--conflict", "replace", "--multi-type", "first"]);
+    assert_eq!(code, Some(0), "{all}");
+    assert!(
+        out.contains("WARN    conflicts") && out.contains("replace overwrites them"),
+        "{all}"
+    );
+    assert!(out.contains("the import can start (3 warnings)"), "{all}");
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("reader")
+        .arg("on")
+        .arg(">pw")
+        .arg("~*")
+        .arg("+@read")
+        .arg("+@connection")
+        .arg("+info")
+        .arg("+acl|whoami")
+        .arg("+acl|dryrun")
+        .query(&mut c)
+        .unwrap();
+    let reader = format!("redis://reader:pw@127.0.0.1:{}", t.port);
+    let (code, out, all) = dry(&reader, &["--conflict", "replace", "--multi-type", "first"]);
+    assert_eq!(code, Some(2), "{all}");
+    assert!(
+        out.contains("REFUSE  rights") && out.contains("may not run DEL, SET"),
+        "{all}"
+    );
+    let replica = Server::start(Kind::Redis, &[("replicaof", &format!("127.0.0.1 {}", t.port))]);
+    let (code, out, all) = dry(&replica.url(), &["--conflict", "replace", "--multi-type", "first"]);
+    assert_eq!(code, Some(2), "{all}");
+    assert!(out.contains("REFUSE  target") && out.contains("is a replica"), "{all}");
+    assert_eq!(c.get::<_, String>("mt").unwrap(), "theirs", "nothing was written");
+    assert_eq!(t.key_count(0), 2);
+}

@@ -134,6 +134,12 @@ fn dry_run_writes_nothing_and_names_each_destination() {
     let o = migrate(&s, &t, &["--db-map", "0=0,3=3", "--dry-run"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("src0-db3"), "{}", text(&o));
+    // What the writes would meet: the target's rights and room.
+    assert!(
+        text(&o).contains("ok      target") && text(&o).contains("room"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(t.key_count(0) + t.key_count(3), 0, "a dry run writes nothing");
     // Without a mapping for two databases: refused, saying how to map them.
     let o = migrate(&s, &t, &[]);

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod dest;
 pub mod dispatch;
 pub mod lane;
+pub mod preflight;
 pub mod probe;
 pub mod resp;
 pub mod skiplog;

@@ -3,6 +3,7 @@
 //! the whole snapshot, the database mapping and the target's emptiness; while writing it counts
 //! every reply and checkpoints the acknowledged blocks, so `--resume` continues a killed import.
 
+mod preflight;
 pub(crate) mod shard;
 mod state;
 
@@ -199,8 +200,8 @@ fn precheck(snap: &Snapshot, shards: &[usize]) -> CheckReport {
         .flat_map(|&si| (0..snap.manifest.shards[si].parts.len()).map(move |pi| (si, pi)))
         .collect();
     crate::note!(
-        "checking {} files of {} before writing...",
-        jobs.len(),
+        "checking {} of {} before writing...",
+        count(jobs.len() as u64, "file"),
         snap.dir.display()
     );
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
@@ -282,6 +283,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         (None, Some(url)) => Some(open_target(&a.connect, url, &a.map, "target")?),
         _ => None,
     };
+    if let (true, Some(t)) = (a.dry_run, &target) {
+        return preflight::run(&a, &snap, &shards, t);
+    }
     // Every argument is checked before the slow work, the checksum pass over the whole snapshot
     // (issue 12: a typo in --db-map was found only after it): the mapping, and the target's
     // writability and dialect.

@@ -117,6 +117,24 @@ struct Planned {
 }
 
 /// The default place for checkpoints: the user's state directory, one per target.
+/// The data the sources hold, when every one of them says (Redis and Valkey: INFO memory's
+/// `used_memory_dataset`).
+fn source_data(endpoints: &[Endpoint]) -> Option<u64> {
+    let mut total = 0;
+    for ep in endpoints {
+        let mut c = connect(ep, Duration::from_secs(10)).ok()?;
+        let info: String = redis::cmd("INFO").arg("memory").query(&mut c).ok()?;
+        let n: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory_dataset:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        total += n;
+    }
+    Some(total)
+}
+
 fn default_state(target: &str) -> anyhow::Result<PathBuf> {
     crate::util::state_home(&format!("migrate-{}", crate::util::safe_name(target)))
 }
@@ -214,6 +232,26 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 redact(&a.sources[s.source]),
                 s.db,
                 d.describe
+            );
+        }
+        // What the writes would meet: the target's rights, and room for the sources' data
+        // (Redis and Valkey say how much they hold; other sources are known only once read).
+        let mut f = crate::target::preflight::Findings::default();
+        crate::target::preflight::writable(&target.probe, &target.server, &mut f)?;
+        match source_data(&endpoints) {
+            Some(bytes) => crate::target::preflight::room(&target.probe, &target.server, bytes, &mut f)?,
+            None => f.add(
+                crate::target::preflight::Level::Ok,
+                "room",
+                "not estimated: the source does not say how much data it holds (export it first, or run import --dry-run on its snapshot)",
+            ),
+        }
+        println!("what the migration would meet:");
+        f.print(&mut std::io::stdout().lock())?;
+        if f.refusals() > 0 {
+            bail!(
+                "dry run: the migration would refuse to start ({} above); nothing was written",
+                crate::util::count(f.refusals() as u64, "refusal")
             );
         }
         println!("dry run: the source and the target answer, the mapping and conflict rules hold; nothing was written");

@@ -342,7 +342,7 @@ fn verify_shard(
 }
 
 /// The records of shard `si` of a snapshot, block by block.
-fn snapshot_feed(snap: &Snapshot, si: usize) -> Feed<'_> {
+pub(crate) fn snapshot_feed(snap: &Snapshot, si: usize) -> Feed<'_> {
     Box::new(move |sink| {
         let entry = &snap.manifest.shards[si];
         let mut result = Ok(());
