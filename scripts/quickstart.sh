@@ -28,7 +28,7 @@ need cargo || { echo "quickstart: needs Rust's cargo: see https://rustup.rs" >&2
 
 echo "== building kvferry ($profile)"
 if [[ $profile == release ]]; then cargo build --release --locked -q; else cargo build --locked -q; fi
-kvferry="$PWD/target/$profile/kvferry"
+kvferry="${CARGO_TARGET_DIR:-$PWD/target}/$profile/kvferry"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kvferry-quickstart.XXXXXX")
 pids=()

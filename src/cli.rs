@@ -87,6 +87,11 @@ pub enum Command {
         after_help = "Examples:\n  kvferry check /backups/snap          # after copying a snapshot across a network\n  kvferry check /backups/snap --json   # machine-readable report\n  kvferry check /backups/snap/src0-db0.0000.kvf\n\nExit code 0: every file is whole. 1: damage found; each problem names the file, block and offset.\n2: the check could not run (no such directory, unreadable)."
     )]
     Check(cmd::check::Args),
+    /// Put a target back as it was before an import made with --undo DIR.
+    #[command(
+        after_help = "Examples:\n  kvferry import /backups/snap --target redis://10.0.0.9:6666 --conflict replace --undo /backups/undo-2026-12-02\n  kvferry undo /backups/undo-2026-12-02 --target redis://10.0.0.9:6666 --dry-run\n  kvferry undo /backups/undo-2026-12-02 --target redis://10.0.0.9:6666\n\nThe import recorded, before writing, the keys it would create and the values of those it\nwould replace (a snapshot in DIR/before). Undo deletes the first and writes the second back.\nWrites made to those keys by others since the import are overwritten.\nExit code 0: the target is as it was. 2: error (run it again: it is idempotent)."
+    )]
+    Undo(Box<cmd::undo::Args>),
     /// Print shell completions for kvferry (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Examples:\n  kvferry completions bash > ~/.local/share/bash-completion/completions/kvferry\n  kvferry completions zsh > \"${fpath[1]}/_kvferry\"\n  kvferry completions fish > ~/.config/fish/completions/kvferry.fish"
@@ -110,6 +115,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Import(a) => a.progress,
         Command::Verify(a) => a.progress,
         Command::Migrate(a) => a.progress,
+        Command::Undo(a) => a.progress,
         _ => crate::progress::Mode::None,
     });
     match cli.command {
@@ -120,6 +126,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Cat(a) => cmd::cat::run(a),
         Command::Check(a) => cmd::check::run(a),
+        Command::Undo(a) => cmd::undo::run(*a),
         Command::Completions(a) => cmd::docs::completions(a),
         Command::Man(a) => cmd::docs::man(a),
     }

@@ -1493,3 +1493,95 @@ fn dry_run_reports_conflicts_and_read_only_targets() {
     assert_eq!(c.get::<_, String>("mt").unwrap(), "theirs", "nothing was written");
     assert_eq!(t.key_count(0), 2);
 }
+
+/// `import --undo DIR` then `kvferry undo DIR` puts a non-empty target back as it was, key by
+/// key (type, value, TTL): the keys the import created are gone, the ones it replaced with
+/// `--conflict replace` (of another type, value or TTL) are back, the others untouched. A dry
+/// run of the undo changes nothing; the undo's record is a snapshot `check` accepts.
+#[test]
+fn undo_puts_a_non_empty_target_back_as_it_was() {
+    let s = Server::source();
+    populate(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let snap = export(&s, dir.path());
+    // The target before, and a witness holding the same.
+    let before = |t: &Server| {
+        let mut c = t.conn();
+        let _: () = c.set("str", "theirs").unwrap(); // replaced: another value
+        let _: () = c.set_ex("hash", "a string", 900).unwrap(); // another type, with a TTL
+        let _: () = c.rpush("list", &["1", "2"]).unwrap();
+        let _: () = c.set("unrelated", "stays").unwrap();
+        let _: () = redis::cmd("SELECT").arg(3).query(&mut c).unwrap();
+        let _: () = c.sadd("in-db3", "a set").unwrap();
+        let _: () = c.set("db3-own", "stays").unwrap();
+    };
+    let (t, witness) = (Server::start(Kind::Redis, &[]), Server::start(Kind::Redis, &[]));
+    before(&t);
+    before(&witness);
+    let undo = dir.path().join("undo");
+    let undo_s = undo.to_str().unwrap();
+    let o = import(
+        &snap,
+        &t,
+        &["--db-map", "0=0,3=3", "--conflict", "replace", "--undo", undo_s],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let mut c = t.conn();
+    let imported = |c: &mut redis::Connection| {
+        c.get::<_, String>("str").unwrap() == "hello"
+            && redis::cmd("TYPE").arg("hash").query::<String>(c).unwrap() == "hash"
+    };
+    assert!(imported(&mut c), "the import replaced them");
+    assert_eq!(c.get::<_, String>("unrelated").unwrap(), "stays");
+    assert!(
+        text(&o).contains("undo record: the import creates") && text(&o).contains("replaces 4 keys"),
+        "str, hash, list and in-db3 are replaced: {}",
+        text(&o)
+    );
+    let o = kvferry(&["check", &undo.join("before").to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let undo_cmd = |extra: &[&str]| {
+        let base = [
+            "undo",
+            undo_s,
+            "--target",
+            &t.url(),
+            "--db-map",
+            "0=0,3=3",
+            "--progress",
+            "none",
+        ];
+        kvferry(&[&base[..], extra].concat())
+    };
+    let o = undo_cmd(&["--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("would delete") && text(&o).contains("nothing was changed"),
+        "{}",
+        text(&o)
+    );
+    assert!(imported(&mut c), "a dry run changes nothing");
+    // A mapping other than the import's is refused.
+    let o = kvferry(&[
+        "undo",
+        undo_s,
+        "--target",
+        &t.url(),
+        "--db-map",
+        "0=0,3=4",
+        "--progress",
+        "none",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("the import wrote it to"), "{}", text(&o));
+    let o = undo_cmd(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("restored 4 keys"), "{}", text(&o));
+    assert_same(&witness, 0, &t, 0);
+    assert_same(&witness, 3, &t, 3);
+    // Idempotent: a second undo leaves it so.
+    let o = undo_cmd(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_same(&witness, 0, &t, 0);
+    assert_same(&witness, 3, &t, 3);
+}

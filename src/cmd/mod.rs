@@ -7,6 +7,7 @@ pub mod export;
 pub mod import;
 pub mod inspect;
 pub mod migrate;
+pub mod undo;
 pub mod verify;
 
 use crate::util::Problem;

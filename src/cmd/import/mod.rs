@@ -7,6 +7,8 @@ mod preflight;
 pub(crate) mod shard;
 mod state;
 
+pub(crate) use state::RUN_FILE;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
@@ -89,6 +91,11 @@ pub struct Args {
     /// the target).
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
+    /// Before writing, record in this new directory what the import changes (the keys it
+    /// creates, the values of those it replaces), so that `kvferry undo DIR` can put the
+    /// target back as it was.
+    #[arg(long, value_name = "DIR", conflicts_with = "resp")]
+    pub undo: Option<PathBuf>,
     /// Check the snapshot, connect, check the mapping and conflicts, and write nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -440,6 +447,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         }
         println!("dry run: the snapshot is whole, the target answers, the mapping and conflict rules hold; nothing was written");
         return Ok(0);
+    }
+    if let Some(dir) = &a.undo {
+        crate::cmd::undo::record(dir, &snap, &shards, &dests, &server, slots.is_some(), resuming)?;
     }
     std::fs::create_dir_all(&state_dir.dir).with_context(|| {
         format!(

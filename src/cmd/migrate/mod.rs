@@ -669,6 +669,7 @@ fn run_via(a: Args) -> anyhow::Result<i32> {
         max_ops_per_sec: a.max_ops_per_sec,
         resume: a.resume,
         state: a.state.clone(),
+        undo: None,
         dry_run: a.dry_run,
         skip_corrupt_blocks: false,
         no_check: false,
