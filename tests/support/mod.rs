@@ -197,9 +197,22 @@ impl Server {
     }
 
     /// How many keys database `db` holds. On Kvrocks counted with SCAN: its DBSIZE is a cached
-    /// count, 0 until `DBSIZE SCAN` has run (SERVERS.md).
+    /// count, 0 until `DBSIZE SCAN` has run (SERVERS.md); on Pika with KEYS.
     pub fn try_key_count(&self, db: u32) -> redis::RedisResult<u64> {
         let mut c = redis::Client::open(self.url())?.get_connection()?;
+        if self.kind == Kind::Pika {
+            // Pika's DBSIZE is a cached count too, and its streams are listed apart (SERVERS.md):
+            // KEYS, then KEYS * stream (small test databases only).
+            let _: () = redis::cmd("SELECT").arg(db).query(&mut c)?;
+            let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(&mut c)?;
+            let streams: Vec<Vec<u8>> = redis::cmd("KEYS")
+                .arg("*")
+                .arg("stream")
+                .query(&mut c)
+                .unwrap_or_default();
+            let all: std::collections::HashSet<Vec<u8>> = keys.into_iter().chain(streams).collect();
+            return Ok(all.len() as u64);
+        }
         if self.kind != Kind::Kvrocks {
             let _: () = redis::cmd("SELECT").arg(db).query(&mut c)?;
             return redis::cmd("DBSIZE").query(&mut c);
