@@ -366,6 +366,22 @@ pub(crate) fn check_writable(probe: &Endpoint, name: &str, dry_run: bool) -> any
 }
 
 impl Dest {
+    /// This destination on each master of a cluster, or itself alone.
+    pub(crate) fn nodes(&self, slots: Option<&SlotMap>) -> Vec<Dest> {
+        match slots {
+            Some(m) => m
+                .nodes
+                .iter()
+                .map(|n| {
+                    let mut d = self.clone();
+                    d.lane.endpoint = d.lane.endpoint.at(n);
+                    d
+                })
+                .collect(),
+            None => vec![self.clone()],
+        }
+    }
+
     /// The connections of this destination: `connections` to it, or, on a cluster, that many
     /// to each master with the routing of keys to them.
     pub fn lanes(&self, slots: Option<&SlotMap>, connections: usize) -> (Vec<LaneConf>, Option<ClusterRoute>) {
@@ -400,19 +416,7 @@ pub(crate) fn refuse_non_empty(dests: &[Dest], slots: Option<&SlotMap>) -> anyho
         if !checked.insert(d.describe.clone()) {
             continue;
         }
-        let nodes: Vec<Dest> = match slots {
-            Some(m) => m
-                .nodes
-                .iter()
-                .map(|n| {
-                    let mut d = d.clone();
-                    d.lane.endpoint = d.lane.endpoint.at(n);
-                    d
-                })
-                .collect(),
-            None => vec![d.clone()],
-        };
-        for n in &nodes {
+        for n in &d.nodes(slots) {
             if let Some(k) = first_key(n)? {
                 bail!(
                     "{}: already holds keys (e.g. {:?}); a first migration needs an empty target. Use --conflict replace to overwrite keys that exist, or --conflict skip to keep them. Nothing was written.",

@@ -278,19 +278,7 @@ fn records_pass(snap: &Snapshot, shards: &[usize], dests: Option<&[Dest]>, targe
             if pass.conflicts.iter().any(|c| c.describe == d.describe) {
                 continue;
             }
-            let nodes: Vec<Dest> = match &target.slots {
-                Some(m) => m
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        let mut x = d.clone();
-                        x.lane.endpoint = x.lane.endpoint.at(n);
-                        x
-                    })
-                    .collect(),
-                None => vec![d.clone()],
-            };
-            for n in &nodes {
+            for n in &d.nodes(target.slots.as_ref()) {
                 if let Some(k) = first_key(n)? {
                     // A cluster is asked through its slot routing by the import; here one
                     // connection per destination answers for the keys it holds (-MOVED counts
