@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cmd;
 pub mod format;
 pub mod interrupt;
+pub mod metrics;
 pub mod progress;
 pub mod server;
 pub mod source;

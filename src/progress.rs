@@ -100,6 +100,7 @@ pub struct Task {
     pub name: String,
     keys: AtomicU64,
     bytes: AtomicU64,
+    failed: AtomicU64,
     /// Estimated keys in all, +1 (0: unknown).
     total: AtomicU64,
     state: AtomicU8,
@@ -128,10 +129,21 @@ impl Task {
         self.bytes.fetch_add(bytes, Relaxed);
     }
 
+    /// Counts keys that failed (they are also counted by [`Task::add`] as done with).
+    pub fn fail(&self, keys: u64) {
+        self.failed.fetch_add(keys, Relaxed);
+    }
+
+    /// Sets the count of failed keys (where the caller keeps the count).
+    pub fn set_failed(&self, keys: u64) {
+        self.failed.store(keys, Relaxed);
+    }
+
     /// Starts the counts again (the work restarted from the beginning).
     pub fn reset(&self) {
         self.keys.store(0, Relaxed);
         self.bytes.store(0, Relaxed);
+        self.failed.store(0, Relaxed);
     }
 
     pub fn finish(&self, ok: bool) {
@@ -165,6 +177,7 @@ impl Task {
             state: ["waiting", "running", "done", "failed"][state as usize],
             keys,
             bytes: self.bytes.load(Relaxed),
+            failed: self.failed.load(Relaxed),
             total_keys: total,
             keys_per_sec: rate.round(),
             eta_s: eta(keys, total, rate),
@@ -179,34 +192,46 @@ fn eta(done: u64, total: Option<u64>, rate: f64) -> Option<u64> {
 }
 
 #[derive(Serialize, Clone)]
-struct TaskView {
-    task: String,
-    state: &'static str,
-    keys: u64,
-    bytes: u64,
-    total_keys: Option<u64>,
-    keys_per_sec: f64,
-    eta_s: Option<u64>,
+pub(crate) struct TaskView {
+    pub task: String,
+    pub state: &'static str,
+    pub keys: u64,
+    pub bytes: u64,
+    /// Keys that failed (reported by name in the summary).
+    pub failed: u64,
+    pub total_keys: Option<u64>,
+    pub keys_per_sec: f64,
+    pub eta_s: Option<u64>,
 }
 
 #[derive(Serialize)]
-struct View {
-    event: &'static str,
-    elapsed_s: u64,
+pub(crate) struct View {
+    pub event: &'static str,
+    /// What the tasks are (`export`, `import`, `verify`, `migrate`...).
+    pub phase: String,
+    pub elapsed_s: u64,
     /// Tasks with keys (done empty ones are in `tasks_empty` instead).
-    tasks: usize,
-    tasks_done: usize,
+    pub tasks: usize,
+    pub tasks_done: usize,
     /// Tasks that ended with no key (empty databases): left out of `tasks`.
-    tasks_empty: usize,
-    keys: u64,
-    bytes: u64,
-    total_keys: Option<u64>,
-    keys_per_sec: f64,
-    eta_s: Option<u64>,
-    running: Vec<TaskView>,
+    pub tasks_empty: usize,
+    pub keys: u64,
+    pub bytes: u64,
+    pub failed: u64,
+    pub total_keys: Option<u64>,
+    pub keys_per_sec: f64,
+    pub eta_s: Option<u64>,
+    pub running: Vec<TaskView>,
+    /// Every task, for the metrics (not in the JSON lines: `running` has those that move).
+    #[serde(skip)]
+    pub all: Vec<TaskView>,
+    /// The watched servers' health (`--progress json`: under `servers`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<crate::server::health::Stats>,
 }
 
 struct Inner {
+    phase: String,
     tasks: Vec<Arc<Task>>,
     t0: Instant,
     mode: Mode,
@@ -235,16 +260,20 @@ impl Inner {
         let empty = tasks.iter().filter(|t| t.state == "done" && t.keys == 0).count();
         View {
             event: "progress",
+            phase: self.phase.clone(),
             elapsed_s: now / 1000,
             tasks: tasks.len() - empty,
             tasks_done: tasks.iter().filter(|t| t.state == "done").count() - empty,
             tasks_empty: empty,
             keys,
             bytes: tasks.iter().map(|t| t.bytes).sum(),
+            failed: tasks.iter().map(|t| t.failed).sum(),
             total_keys: total,
             keys_per_sec: rate.round(),
             eta_s: eta(keys, total, rate),
-            running: tasks.into_iter().filter(|t| t.state == "running").collect(),
+            running: tasks.iter().filter(|t| t.state == "running").cloned().collect(),
+            all: tasks,
+            servers: crate::server::health::current(),
         }
     }
 }
@@ -256,8 +285,13 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Starts showing the progress of tasks named `names`, in `mode`.
+    /// Starts showing the progress of tasks named `names`, in `mode`; `phase` says what the
+    /// tasks do (the metrics' label).
     pub fn start(mode: Mode, names: Vec<String>) -> Progress {
+        Self::start_phase(mode, "run", names)
+    }
+
+    pub fn start_phase(mode: Mode, phase: &str, names: Vec<String>) -> Progress {
         use std::io::IsTerminal;
         let mode = match mode {
             Mode::Auto if std::io::stderr().is_terminal() => Mode::Bar,
@@ -272,6 +306,7 @@ impl Progress {
                     name,
                     keys: AtomicU64::new(0),
                     bytes: AtomicU64::new(0),
+                    failed: AtomicU64::new(0),
                     total: AtomicU64::new(0),
                     state: AtomicU8::new(WAITING),
                     started_ms: AtomicU64::new(0),
@@ -289,6 +324,7 @@ impl Progress {
             })
         });
         let inner = Arc::new(Inner {
+            phase: phase.to_string(),
             tasks,
             t0,
             mode,
@@ -303,6 +339,7 @@ impl Progress {
                 .spawn(move || report(&inner))
                 .expect("BUG: cannot start the progress thread")
         });
+        *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::downgrade(&inner));
         Progress { inner, thread }
     }
 
@@ -333,6 +370,32 @@ impl Progress {
             let _ = t.join();
         }
     }
+}
+
+/// The progress shown now (one at a time in a process): for [`say`] and the metrics.
+static CURRENT: Mutex<Option<std::sync::Weak<Inner>>> = Mutex::new(None);
+
+/// Prints a line on stderr without breaking the bars of the progress shown now, if any.
+pub fn say(line: &str) {
+    let inner = CURRENT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|w| w.upgrade());
+    match inner {
+        Some(i) => i.println(line),
+        None => note(line),
+    }
+}
+
+/// The figures of the progress shown now, if any.
+pub(crate) fn current_view() -> Option<View> {
+    let inner = CURRENT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|w| w.upgrade())?;
+    Some(inner.view())
 }
 
 impl Drop for Progress {
@@ -371,6 +434,9 @@ fn report(inner: &Inner) {
                 if !last {
                     for t in &v.running {
                         let _ = writeln!(err, "  {}", plain_task(t));
+                    }
+                    for h in &v.servers {
+                        let _ = writeln!(err, "  {}", server_text(h));
                     }
                 }
             }
@@ -437,6 +503,14 @@ impl Forced {
     fn put(s: &str) -> std::io::Result<()> {
         std::io::stderr().lock().write_all(s.as_bytes())
     }
+
+    /// `ESC [ n A|B|C|D`: the cursor n lines up or down, n columns right or left.
+    fn cursor(n: usize, direction: char) -> std::io::Result<()> {
+        if n > 0 {
+            Self::put(&format!("\x1b[{n}{direction}"))?;
+        }
+        Ok(())
+    }
 }
 
 impl indicatif::TermLike for Forced {
@@ -444,28 +518,16 @@ impl indicatif::TermLike for Forced {
         100
     }
     fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
-        if n > 0 {
-            Self::put(&format!("\x1b[{n}A"))?;
-        }
-        Ok(())
+        Self::cursor(n, 'A')
     }
     fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
-        if n > 0 {
-            Self::put(&format!("\x1b[{n}B"))?;
-        }
-        Ok(())
+        Self::cursor(n, 'B')
     }
     fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
-        if n > 0 {
-            Self::put(&format!("\x1b[{n}C"))?;
-        }
-        Ok(())
+        Self::cursor(n, 'C')
     }
     fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
-        if n > 0 {
-            Self::put(&format!("\x1b[{n}D"))?;
-        }
-        Ok(())
+        Self::cursor(n, 'D')
     }
     fn write_line(&self, s: &str) -> std::io::Result<()> {
         Self::put(&format!("{s}\n"))
@@ -522,9 +584,19 @@ impl Bars {
                 .or_insert_with(|| Self::bar(multi, &t.task));
             Self::set(b, t.keys, t.total_keys, plain_task_rest(t));
         }
-        let running: Vec<&str> = v.running.iter().map(|t| t.task.as_str()).collect();
+        for h in &v.servers {
+            let key = format!("\0{} {}", h.role, h.server);
+            let b = self.tasks.entry(key).or_insert_with(|| {
+                let b = multi.add(ProgressBar::new(0));
+                b.set_style(ProgressStyle::with_template("{msg}").expect("BUG: a valid template"));
+                b
+            });
+            b.set_message(server_text(h));
+        }
+        let mut running: Vec<String> = v.running.iter().map(|t| t.task.clone()).collect();
+        running.extend(v.servers.iter().map(|h| format!("\0{} {}", h.role, h.server)));
         self.tasks.retain(|name, b| {
-            let keep = running.contains(&name.as_str()) && !last;
+            let keep = running.contains(name) && !last;
             if !keep {
                 b.finish_and_clear();
                 multi.remove(b);
@@ -554,4 +626,35 @@ fn plain_rest(v: &View) -> String {
 
 fn plain_task_rest(t: &TaskView) -> String {
     figures(t.keys, t.total_keys, t.bytes, t.keys_per_sec, t.eta_s)
+}
+
+/// `source redis://h:6379: PING 0.4 ms (0.2 before), 12k ops/s, CPU 45%, 1.2 GiB; kvferry 3.4k
+/// commands/s, 0.8 ms a request, limit 2000/s`.
+pub(crate) fn server_text(h: &crate::server::health::Stats) -> String {
+    let mut parts = Vec::new();
+    match (h.up, h.ping_ms) {
+        (false, _) => parts.push("no answer to PING".to_string()),
+        (true, Some(p)) => parts.push(match h.ping_baseline_ms {
+            Some(b) => format!("PING {p:.2} ms ({b:.2} before)"),
+            None => format!("PING {p:.2} ms"),
+        }),
+        (true, None) => {}
+    }
+    if let Some(o) = h.server_ops_per_sec {
+        parts.push(format!("{} ops/s", count(o)));
+    }
+    if let Some(c) = h.cpu_percent {
+        parts.push(format!("CPU {c:.0}%"));
+    }
+    if let Some(m) = h.used_memory {
+        parts.push(bytes(m));
+    }
+    let mut ours = format!("kvferry {} commands/s", count(h.commands_per_sec as u64));
+    if let Some(r) = h.request_ms {
+        ours.push_str(&format!(", {r:.2} ms a request"));
+    }
+    if let Some(l) = h.rate_limit {
+        ours.push_str(&format!(", limit {l}/s"));
+    }
+    format!("{} {}: {}; {ours}", h.role, h.server, parts.join(", "))
 }

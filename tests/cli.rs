@@ -186,13 +186,15 @@ fn help_has_examples() {
 /// `--progress MODE`), and no placeholder made from a field name.
 #[test]
 fn every_command_speaks_the_same_words() {
-    let shared: [(&str, &[&str]); 6] = [
+    let shared: [(&str, &[&str]); 8] = [
         ("--parallel <N>", &["export", "import", "verify", "migrate", "check"]),
         ("--connections <N>", &["export", "import", "verify", "migrate"]),
         ("--report <FILE>", &["export", "import", "verify", "migrate"]),
         ("--progress <MODE>", &["export", "import", "verify", "migrate"]),
         ("--max-ops-per-sec <N>", &["export", "import", "verify", "migrate"]),
         ("--read-timeout <DURATION>", &["export", "import", "verify", "migrate"]),
+        ("--max-latency-ms <MS>", &["export", "import", "verify", "migrate"]),
+        ("--metrics-addr <HOST:PORT>", &["export", "import", "verify", "migrate"]),
     ];
     for (option, cmds) in shared {
         for cmd in cmds {

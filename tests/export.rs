@@ -951,3 +951,103 @@ fn out_is_new_or_empty_and_a_failed_export_leaves_none() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("no database 99"));
     assert!(!fresh.exists(), "the failed export's directory is gone");
 }
+
+/// `export --sample` (issue 12, "Trial runs"): the same keys on every run, every type, the one
+/// medium-sized hash and string (a size class the hash sample alone would likely miss), counts
+/// that add up, and a snapshot that says it is a sample (inspect, import).
+#[test]
+fn a_sample_holds_the_same_keys_every_time_and_every_type_and_size() {
+    let s = Server::source();
+    let mut c = s.conn();
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg("medium:string")
+        .arg("x".repeat(4000))
+        .ignore()
+        .cmd("HMSET") // Pika's HSET takes one field
+        .arg("medium:hash")
+        .arg((0..300).flat_map(|i| [format!("f{i}"), "v".into()]).collect::<Vec<_>>())
+        .ignore()
+        .query(&mut c)
+        .unwrap();
+    for i in 0..150 {
+        let _: () = redis::pipe()
+            .cmd("SET")
+            .arg(format!("s{i}"))
+            .arg("v")
+            .ignore()
+            .cmd("HSET")
+            .arg(format!("h{i}"))
+            .arg("f")
+            .arg("v")
+            .ignore()
+            .cmd("RPUSH")
+            .arg(format!("l{i}"))
+            .arg("a")
+            .ignore()
+            .cmd("SADD")
+            .arg(format!("t{i}"))
+            .arg("a")
+            .ignore()
+            .cmd("ZADD")
+            .arg(format!("z{i}"))
+            .arg(1)
+            .arg("a")
+            .ignore()
+            .cmd("XADD")
+            .arg(format!("x{i}"))
+            .arg("*")
+            .arg("f")
+            .arg("v")
+            .ignore()
+            .query(&mut c)
+            .unwrap();
+    }
+    let total = 2 + 6 * 150;
+    let runs: Vec<Run> = (0..2).map(|_| export(&s, &["--db", "0", "--sample", "0.02"])).collect();
+    let mut sets = Vec::new();
+    for run in &runs {
+        assert_eq!(run.output.status.code(), Some(0), "{}", support::text(&run.output));
+        let k = keys(&run.out);
+        let types: std::collections::BTreeSet<&str> = k.values().map(|(t, _, _)| t.as_str()).collect();
+        assert_eq!(types.len(), 6, "every type: {types:?}");
+        for big in ["\"medium:string\"", "\"medium:hash\""] {
+            assert!(k.keys().any(|(_, key)| key == big), "{big} missing from the sample");
+        }
+        assert!(k.len() < total / 4, "a sample, not everything: {}", k.len());
+        // Counts agree: the report's keys and those left out make the database.
+        let r: J = serde_json::from_slice(&std::fs::read(&run.report).unwrap()).unwrap();
+        let read: u64 = r["shards"][0]["keys_by_type"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(read as usize, k.len());
+        assert_eq!(read + r["shards"][0]["unsampled"].as_u64().unwrap(), total as u64);
+        sets.push(k.into_keys().collect::<Vec<_>>());
+        let stdout = String::from_utf8_lossy(&run.output.stdout);
+        assert!(
+            stdout.contains("outside the sample") && stdout.contains("Not a backup"),
+            "{stdout}"
+        );
+    }
+    assert_eq!(sets[0], sets[1], "the same keys on every run");
+    let inspect = kvferry(&["inspect", &runs[0].out]);
+    assert!(
+        String::from_utf8_lossy(&inspect.stdout).contains("sample     --sample 0.02"),
+        "{}",
+        support::text(&inspect)
+    );
+    if std::env::var_os("KVFERRY_TEST_PIKA").is_none() {
+        // About N keys: a power-of-two fraction giving N to 2N, plus the types' and sizes' keys.
+        let run = export(&s, &["--db", "0", "--sample", "100"]);
+        assert_eq!(run.output.status.code(), Some(0), "{}", support::text(&run.output));
+        let n = keys(&run.out).len();
+        assert!((100..=200 + 18).contains(&n), "{n}");
+    } else {
+        let run = export(&s, &["--db", "0", "--sample", "100"]);
+        assert_eq!(run.output.status.code(), Some(2));
+        assert!(support::text(&run.output).contains("give a fraction instead"));
+    }
+}

@@ -32,6 +32,9 @@ struct Summary {
     format_version: Option<String>,
     writer: Option<String>,
     created_unix_ms: Option<u64>,
+    /// `export --sample`: what was asked and the rate (SAMPLE.json); absent for a whole export.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sample: Option<serde_json::Value>,
     shards: Vec<ShardSummary>,
     per_db: BTreeMap<u32, TypeCounts>,
     totals: Totals,
@@ -170,6 +173,8 @@ fn bytes_json(b: &[u8]) -> serde_json::Value {
 fn summarise(dir: &Path) -> anyhow::Result<Summary> {
     let mut s = Summary {
         snapshot: dir.to_path_buf(),
+        sample: crate::cmd::export::sample_of(dir)
+            .map(|(asked, rate)| serde_json::json!({"asked": asked, "rate": rate})),
         ..Default::default()
     };
     match Snapshot::open(dir) {
@@ -272,6 +277,14 @@ fn print_text(s: &Summary, out: &mut impl Write) -> std::io::Result<()> {
         )?;
         if let Some(ms) = s.created_unix_ms {
             writeln!(out, "created    {}", iso_utc(ms))?;
+        }
+        if let Some(v) = &s.sample {
+            writeln!(
+                out,
+                "sample     --sample {}: {} of the keys by name hash, and a key for each type and size class it missed; not a backup",
+                v["asked"].as_str().unwrap_or("?"),
+                v["rate"]
+            )?;
         }
     } else {
         writeln!(

@@ -9,8 +9,23 @@ pub mod inspect;
 pub mod migrate;
 pub mod undo;
 pub mod verify;
+pub mod watch;
 
 use crate::util::Problem;
+
+/// `3 empty databases: src0-db1 (db 1), ...`: the shards with nothing in them, in one line.
+pub(crate) fn empty_line(out: &mut impl std::io::Write, noun: &str, empty: &[impl AsRef<str>]) -> std::io::Result<()> {
+    if empty.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = empty.iter().map(|e| e.as_ref()).collect();
+    writeln!(
+        out,
+        "{}: {}",
+        crate::util::count(empty.len() as u64, noun),
+        names.join(", ")
+    )
+}
 
 /// Writes the first keys of `list` to a summary as `  WHAT KEY: REASON`, and how many more the
 /// `--report` holds (or would hold, without one): a summary stays readable with a million

@@ -5,10 +5,13 @@
 //!   answered (Pika, Kvrocks, Redis, Valkey, and its version);
 //! - [`link`]: a connection that survives faults: it reconnects, re-selects its database, sends
 //!   a lost read again and says when its server does not answer;
-//! - [`throttle`]: `--max-ops-per-sec`, shared by every connection of a run.
+//! - [`throttle`]: `--max-ops-per-sec`, shared by every connection to a server in a run;
+//! - [`health`]: live PING, INFO and request latency of the servers of a run, and the
+//!   `--max-latency-ms` controller that steers the throttle by them.
 
 pub mod conn;
 pub mod endpoint;
+pub mod health;
 pub mod link;
 pub mod throttle;
 

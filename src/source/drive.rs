@@ -102,8 +102,63 @@ pub fn export_db(
     let kind = link.server.kind.clone();
     let opts = &ScanOptions {
         read: opts.read.for_server(&kind),
+        sample: opts.sample.as_ref().map(|s| s.fresh()),
         ..opts.clone()
     };
+    let report = export_listed(link, throttle, db, opts, from, out, &kind)?;
+    match &opts.sample {
+        Some(sample) => sample_extras(link, throttle, db, opts, sample, report, out),
+        None => Ok(report),
+    }
+}
+
+/// `export --sample`: reads, at the end of the shard, a key for each type and size class that
+/// the hash sample missed (sample.rs); they were counted as filtered when listed.
+fn sample_extras(
+    link: &mut Link,
+    throttle: &Throttle,
+    db: u32,
+    opts: &ScanOptions,
+    sample: &super::sample::Sample,
+    mut report: DbReport,
+    out: &mut (dyn Out + Send),
+) -> anyhow::Result<DbReport> {
+    let kind = link.server.kind.clone();
+    let pika = matches!(kind, ServerKind::Pika(..)) && super::pika::has_range_scan(&mut link.conn(throttle));
+    let mut emit = |r: &KeyRecord| out.record(r);
+    for (ty, keys) in sample.extras() {
+        let mut conn = link.steady(throttle);
+        let listed = if pika {
+            super::pika::list_typed(&mut conn, &kind, db, ty, &keys)?
+        } else {
+            list_types(&mut conn, db, &keys)?
+        };
+        let mut page = DbReport::default();
+        let mut done = HashSet::new();
+        let opts = ScanOptions {
+            sample: None,
+            ..opts.clone()
+        };
+        read_listed(&mut conn, &kind, listed, &opts, &mut emit, &mut page, &mut done)?;
+        let n = keys.len() as u64;
+        report.filtered = report.filtered.saturating_sub(n);
+        report.unsampled = report.unsampled.saturating_sub(n);
+        report.merge(page);
+    }
+    Ok(report)
+}
+
+/// [`export_db`] without the sample's extras.
+fn export_listed(
+    link: &mut Link,
+    throttle: &Throttle,
+    db: u32,
+    opts: &ScanOptions,
+    from: Option<(Position, DbReport)>,
+    out: &mut (dyn Out + Send),
+    kind: &ServerKind,
+) -> anyhow::Result<DbReport> {
+    let kind = kind.clone();
     if matches!(kind, ServerKind::Pika(..)) && super::pika::has_range_scan(&mut link.conn(throttle)) {
         let (at, report) = match from {
             None => (None, DbReport::default()),
@@ -377,6 +432,10 @@ fn read_page(
     let listed = match page.ty {
         None => list_types(conn, db, &left)?,
         Some(ty) => super::pika::list_typed(conn, kind, db, ty, &left)?,
+    };
+    let listed = match &opts.sample {
+        Some(sample) => super::keys::sample_split(conn, kind, listed, sample, opts, report, done)?,
+        None => listed,
     };
     let mut held: Option<MutexGuard<&mut (dyn Out + Send)>> = None;
     let mut emit = |r: &KeyRecord| {

@@ -50,6 +50,13 @@ pub struct DbReport {
     /// PFCOUNT cannot read Pika's encoding.
     #[serde(default)]
     pub pika_hll: Vec<Problem>,
+    /// `export --sample`: keys left out of the sample (counted in `filtered` too).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unsampled: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl DbReport {
@@ -65,6 +72,7 @@ impl DbReport {
         self.reread += page.reread;
         self.multi_type.extend(page.multi_type);
         self.pika_hll.extend(page.pika_hll);
+        self.unsampled += page.unsampled;
     }
 }
 
@@ -160,6 +168,36 @@ pub(crate) fn read_listed(
         }
     }
     Ok(())
+}
+
+/// `export --sample`: keeps the listed keys of the sample; the others count as filtered
+/// (and unsampled), after their length was noted for the sample's coverage of types and sizes.
+pub(crate) fn sample_split<'k>(
+    conn: &mut dyn ConnectionLike,
+    kind: &ServerKind,
+    listed: Vec<Listed<'k>>,
+    sample: &super::sample::Sample,
+    opts: &ScanOptions,
+    report: &mut DbReport,
+    done: &mut HashSet<Vec<u8>>,
+) -> anyhow::Result<Vec<Listed<'k>>> {
+    let mut keep = Vec::new();
+    let mut note = Vec::new();
+    for l in listed {
+        let sampled = sample.contains(l.key);
+        if let Class::Read(t, _) = classify(kind, &l, opts) {
+            note.push((l.key, t, sampled));
+        }
+        if sampled {
+            keep.push(l);
+        } else {
+            report.filtered += 1;
+            report.unsampled += 1;
+            done.insert(l.key.to_vec());
+        }
+    }
+    sample.note(conn, &note)?;
+    Ok(keep)
 }
 
 /// Length of the string Pika stores a HyperLogLog as (SERVERS.md: PFADD stores a 131072-byte

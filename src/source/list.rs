@@ -35,6 +35,8 @@ pub struct ScanOptions {
     pub check_lengths: bool,
     /// Connections reading keys, besides the one listing them.
     pub readers: usize,
+    /// `export --sample`: only the keys of this sample are read (sample.rs).
+    pub sample: Option<super::sample::Sample>,
 }
 
 /// Where the enumeration of a database stands between two pages: enough to continue it in

@@ -10,7 +10,7 @@
 //! 3. records, handed to an [`Out`] by [`drive`], which runs the line with one connection
 //!    listing and several reading, and says when a checkpoint is exact.
 //!
-//! [`pika_cache`] guards Pika 3.x, whose cache must be off while it is read. Facts about Pika
+//! [`sample`] narrows stage 2 to a sample (`export --sample`). [`pika_cache`] guards Pika 3.x, whose cache must be off while it is read. Facts about Pika
 //! relied on here are in ../shared/SERVERS.md; each is cited where it is used.
 
 pub mod drive;
@@ -19,6 +19,7 @@ pub mod list;
 pub mod pika;
 pub mod pika_cache;
 pub mod read;
+pub mod sample;
 
 pub use drive::{export_db, holds_keys, Out};
 pub use keys::DbReport;

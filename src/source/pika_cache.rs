@@ -43,6 +43,28 @@ pub struct CacheOff {
     before: String,
 }
 
+/// The sources of a run: what each is, and the guards of those whose cache had to be switched
+/// off (export and migrate read every source through these).
+pub struct Sources {
+    pub kinds: Vec<crate::server::ServerKind>,
+    pub guards: Vec<Option<CacheOff>>,
+}
+
+impl Sources {
+    /// Connects to every source, says what it is, and applies [`CacheOff::guard`].
+    pub fn open(endpoints: &[Endpoint], allowed: bool) -> anyhow::Result<Sources> {
+        let mut kinds = Vec::new();
+        let mut guards = Vec::new();
+        for ep in endpoints {
+            let mut conn = crate::server::connect(ep, std::time::Duration::from_secs(10))?;
+            let server = crate::server::describe(&ep.name(), &mut conn)?;
+            kinds.push(server.kind.clone());
+            guards.push(CacheOff::guard(ep, &mut conn, &server, allowed)?);
+        }
+        Ok(Sources { kinds, guards })
+    }
+}
+
 impl CacheOff {
     /// Checks the server behind `endpoint` (`server`, as described on `conn`): returns a guard
     /// that switched its cache off when `allowed` (--pika-cache-off), an error saying what to

@@ -418,7 +418,9 @@ impl Lane {
         sh: &Shared,
     ) -> anyhow::Result<()> {
         while let Some(items) = flight.pop_front() {
+            let waited = std::time::Instant::now();
             let r = self.recv(items.len(), &mut io.replies);
+            sh.throttle.answered(waited.elapsed());
             let got = std::mem::take(&mut io.replies);
             let answered = got.len();
             self.settle(&items, got, false, &mut io.acks, sh)?;
@@ -472,6 +474,7 @@ impl Lane {
                 ));
                 if it.last {
                     self.failed_done.push(it.key.name.clone());
+                    sh.task.fail(1);
                 }
                 io.acks.push((it.seq, it.last.then(|| it.key.outcome())));
                 stuck = 0;
@@ -510,6 +513,7 @@ impl Lane {
             self.answer(it, v, resent, sh);
             if it.last && it.key.has_failed() && !it.key.skip.load(Relaxed) {
                 self.failed_done.push(it.key.name.clone());
+                sh.task.fail(1);
             }
             acks.push((it.seq, it.last.then(|| it.key.outcome())));
         }

@@ -344,3 +344,32 @@ mod tests {
         assert_eq!(t.outstanding(), 0);
     }
 }
+
+/// Multi-type keys and the type that keeps the name, as the checkpoints of import and migrate
+/// keep them: key in hex, type by name.
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(transparent)]
+pub struct ChosenTypes(BTreeMap<String, String>);
+
+impl ChosenTypes {
+    pub fn encode(chosen: &BTreeMap<Vec<u8>, KeyType>) -> ChosenTypes {
+        ChosenTypes(
+            chosen
+                .iter()
+                .map(|(k, t)| (hex::encode(k), t.name().to_string()))
+                .collect(),
+        )
+    }
+
+    pub fn decode(&self) -> anyhow::Result<BTreeMap<Vec<u8>, KeyType>> {
+        use anyhow::Context;
+        self.0
+            .iter()
+            .map(|(k, t)| {
+                let key = hex::decode(k).context("a checkpoint's multi-type key is not hex")?;
+                let ty = KeyType::from_name(t).with_context(|| format!("a checkpoint names an unknown type {t}"))?;
+                Ok((key, ty))
+            })
+            .collect()
+    }
+}

@@ -8,20 +8,22 @@ mod state;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
+use crate::cmd::watch::{WatchArgs, Watched};
 use crate::format::snapshot::{write_manifest, Manifest, SnapshotOptions};
 use crate::format::{consts::MANIFEST_NAME, KeyType};
 use crate::interrupt::Interrupted;
 use crate::progress::{Mode, Progress};
-use crate::server::conn::{connect, describe, redact};
+use crate::server::conn::redact;
 use crate::server::endpoint::Endpoint;
 use crate::server::link::Link;
 use crate::server::throttle::Throttle;
-use crate::source::pika_cache::CacheOff;
 use crate::source::read::ReadOptions;
+use crate::source::sample::{self, Asked};
 use crate::source::ScanOptions;
 use crate::util::count;
 use shard::{Cancelled, ShardReport};
@@ -62,6 +64,8 @@ pub struct Args {
     /// export can run beside production traffic.
     #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub max_ops_per_sec: Option<u64>,
+    #[command(flatten)]
+    pub watch: WatchArgs,
     /// Shards exported at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub parallel: u32,
@@ -83,6 +87,13 @@ pub struct Args {
     pub report: Option<PathBuf>,
     #[command(flatten)]
     pub connect: crate::server::endpoint::ConnectArgs,
+    /// A small snapshot that stands for the whole, for trial runs: N (about N keys: a power-of-two
+    /// fraction of the source's keys, between N and 2N) or RATE (a fraction, e.g. 0.01). The same
+    /// keys on every run (chosen by a hash of the name), and every type and size class included
+    /// (a key each where the hash missed one). Every key is still listed and its type and length
+    /// asked; only the sample's values are read. The snapshot says it is a sample (SAMPLE.json).
+    #[arg(long, value_name = "N|RATE", value_parser = crate::source::sample::parse)]
+    pub sample: Option<crate::source::sample::Asked>,
     /// Compare every read with the key's length, as on Pika, whatever the server (tests this
     /// Pika code path with Redis standing in).
     #[arg(long, hide = true)]
@@ -118,7 +129,7 @@ enum OutDir {
     /// Nothing of an export: start one.
     Fresh,
     /// An unfinished export to continue.
-    Unfinished(RunState),
+    Unfinished(Box<RunState>),
     /// A complete snapshot.
     Complete,
 }
@@ -129,7 +140,7 @@ fn out_dir(out: &Path) -> anyhow::Result<OutDir> {
     }
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the directory", out.display()))?;
     if let Some(run) = RunState::read(out)? {
-        return Ok(OutDir::Unfinished(run));
+        return Ok(OutDir::Unfinished(Box::new(run)));
     }
     // A new export goes into an empty directory only: its files would mix with others'
     // (issue 12), and a later cleanup of the snapshot would take them too.
@@ -190,6 +201,7 @@ impl SelectArgs {
             skip_unknown_types: self.skip_unknown_types,
             check_lengths: false,
             readers: readers as usize,
+            sample: None,
         })
     }
 }
@@ -244,14 +256,8 @@ fn run_export(a: Args) -> anyhow::Result<i32> {
     let endpoints = a.connect.endpoints(&a.sources)?;
     // Pika 3.x with its cache on is not read without --pika-cache-off (source/pika_cache.rs);
     // the guards switch the caches on again when the export ends, however it ends.
-    let _caches_off = endpoints
-        .iter()
-        .map(|ep| {
-            let mut conn = connect(ep, Duration::from_secs(10))?;
-            let server = describe(&ep.name(), &mut conn)?;
-            CacheOff::guard(ep, &mut conn, &server, a.connect.pika_cache_off)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sources = crate::source::pika_cache::Sources::open(&endpoints, a.connect.pika_cache_off)?;
+    let kinds = &sources.kinds;
     let options = Options {
         sources: a.sources.iter().map(|u| redact(u)).collect(),
         db: a.select.db.clone(),
@@ -259,6 +265,11 @@ fn run_export(a: Args) -> anyhow::Result<i32> {
         types: a.select.types.clone(),
         exclude_prefixes: a.select.exclude_prefix.clone(),
         skip_unknown_types: a.select.skip_unknown_types,
+        sample: a.sample.map(|s| match s {
+            Asked::Keys(n) => n.to_string(),
+            Asked::Rate(r) => r.to_string(),
+        }),
+        sample_rate: None,
     };
     let out = out_dir(&a.out)?;
     let _lock = match out {
@@ -284,27 +295,44 @@ fn run_export(a: Args) -> anyhow::Result<i32> {
                 a.out.display(),
                 crate::util::iso_utc(run.created_unix_ms)
             );
-            run
+            *run
         }
         OutDir::Unfinished(_) => bail!(
             "{}: holds an unfinished export; add --resume to continue it, or choose another directory",
             a.out.display()
         ),
         OutDir::Fresh => {
+            let shards = plan(&a, &endpoints)?;
+            let mut options = options;
+            options.sample_rate = match a.sample {
+                None => None,
+                Some(Asked::Rate(r)) => Some(r),
+                Some(Asked::Keys(n)) => Some(sample::rate_for(n, key_count(&endpoints, &shards)?)),
+            };
             let run = RunState {
                 kvferry: env!("CARGO_PKG_VERSION").into(),
                 created_unix_ms: now_ms(),
                 options,
-                shards: plan(&a, &endpoints)?,
+                shards,
             };
             run.write(&a.out)?;
             run
         }
     };
+    let mut scan = scan;
+    if let Some(rate) = run.options.sample_rate {
+        scan.sample = Some(sample::Sample::new(sample::threshold(rate)));
+        crate::note!(
+            "sample: keys whose name hashes below {rate} of the range (about {:.4}% of them), and a key for each type and size class it misses",
+            rate * 100.0
+        );
+    }
     let snap = SnapshotOptions::default();
-    let throttle = Throttle::new(a.max_ops_per_sec);
+    let throttle = Arc::new(Throttle::new(a.max_ops_per_sec));
+    let watched = Watched::sources(&endpoints, kinds, &throttle);
+    let watch = a.watch.start("export", watched, a.max_ops_per_sec)?;
     let stop = AtomicBool::new(false);
-    let progress = Progress::start(a.progress, run.shards.iter().map(|s| s.id.clone()).collect());
+    let progress = Progress::start_phase(a.progress, "export", run.shards.iter().map(|s| s.id.clone()).collect());
     let ctx = shard::Ctx {
         dir: &a.out,
         endpoints: &endpoints,
@@ -359,12 +387,23 @@ fn run_export(a: Args) -> anyhow::Result<i32> {
             errors[0]
         );
     }
+    if let Some(rate) = run.options.sample_rate {
+        write_sample_note(&a.out, run.options.sample.as_deref().unwrap_or(""), rate, &reports)?;
+    }
     write_manifest(
         &a.out,
         &Manifest::new(run.created_unix_ms, snap.writer_name.clone(), entries),
     )?;
     state::remove(&a.out, &run);
     print_summary(&reports, a.report.is_some())?;
+    if let Some(rate) = run.options.sample_rate {
+        let unsampled: u64 = reports.iter().map(|r| r.db_report.unsampled).sum();
+        println!(
+            "a sample: {rate} of the keys by name hash, plus a key for each type and size class it missed; {} left out. Not a backup.",
+            count(unsampled, "key")
+        );
+    }
+    watch.print_summary();
     if let Some(path) = &a.report {
         let failed: Vec<_> = reports
             .iter()
@@ -376,12 +415,57 @@ fn run_export(a: Args) -> anyhow::Result<i32> {
             })
             .collect();
         let text = serde_json::to_vec_pretty(
-            &serde_json::json!({ "snapshot": a.out, "shards": reports, "failed_keys": failed }),
+            &serde_json::json!({ "snapshot": a.out, "shards": reports, "failed_keys": failed, "servers": watch.stats() }),
         )?;
         std::fs::write(path, text).with_context(|| format!("{}: cannot write the report", path.display()))?;
     }
     let failed: usize = reports.iter().map(|r| r.db_report.failed.len()).sum();
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// The sources' key count, for `--sample N`: DBSIZE of every planned shard.
+fn key_count(endpoints: &[Endpoint], shards: &[PlannedShard]) -> anyhow::Result<u64> {
+    let throttle = Throttle::new(None);
+    let mut total = 0;
+    for s in shards {
+        let mut link = Link::open(&endpoints[s.source])?;
+        if matches!(link.server.kind, crate::server::ServerKind::Pika(..)) {
+            bail!(
+                "{}: --sample N needs the key count, which Pika does not give exactly (its DBSIZE is a cached count); give a fraction instead, e.g. --sample 0.001",
+                link.server.name
+            );
+        }
+        link.select(s.db)?;
+        let n: u64 = redis::cmd("DBSIZE")
+            .query(&mut link.conn(&throttle))
+            .with_context(|| format!("{}: DBSIZE of db {}", link.server.name, s.db))?;
+        total += n;
+    }
+    Ok(total)
+}
+
+/// `SAMPLE.json`, beside the manifest: says that the snapshot is a sample, and of what. Not part
+/// of the format (F-SNAP-1: other files are ignored by readers); kvferry's inspect and import
+/// read it to say so.
+fn write_sample_note(dir: &Path, asked: &str, rate: f64, reports: &[ShardReport]) -> anyhow::Result<()> {
+    let unsampled: u64 = reports.iter().map(|r| r.db_report.unsampled).sum();
+    let v = serde_json::json!({
+        "sample": asked,
+        "rate": rate,
+        "rule": "a key is in the sample when the first 8 bytes of SHA-256(name), big-endian, are below rate x 2^64; plus, per shard, the key of lowest hash of each type and size class the rule missed",
+        "keys_left_out": unsampled,
+    });
+    let path = dir.join(SAMPLE_NAME);
+    std::fs::write(&path, serde_json::to_vec_pretty(&v)?).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// The file that marks a snapshot as a sample.
+pub const SAMPLE_NAME: &str = "SAMPLE.json";
+
+/// What a snapshot's `SAMPLE.json` says, if it has one: `(asked, rate)`.
+pub fn sample_of(dir: &Path) -> Option<(String, f64)> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(SAMPLE_NAME)).ok()?).ok()?;
+    Some((v["sample"].as_str()?.to_string(), v["rate"].as_f64()?))
 }
 
 type ShardResult = anyhow::Result<(crate::format::snapshot::ShardEntry, ShardReport)>;
@@ -427,7 +511,7 @@ fn print_summary(reports: &[ShardReport], report: bool) -> std::io::Result<()> {
         }
         writeln!(
             out,
-            "{} ({} db {}): {} [{}], {} gone before read, {} filtered, {} failed, {:.1} s{}",
+            "{} ({} db {}): {} [{}], {} gone before read, {} filtered{}, {} failed, {:.1} s{}",
             r.shard,
             r.source,
             r.db,
@@ -435,6 +519,11 @@ fn print_summary(reports: &[ShardReport], report: bool) -> std::io::Result<()> {
             types.join(", "),
             d.gone,
             d.filtered,
+            if d.unsampled > 0 {
+                format!(" ({} outside the sample)", d.unsampled)
+            } else {
+                String::new()
+            },
             d.failed.len(),
             r.seconds,
             if r.resumed { " (resumed)" } else { "" }
@@ -460,14 +549,7 @@ fn print_summary(reports: &[ShardReport], report: bool) -> std::io::Result<()> {
             crate::cmd::list_keys(&mut out, what, list, report)?;
         }
     }
-    if !empty.is_empty() {
-        writeln!(
-            out,
-            "{}: {}",
-            count(empty.len() as u64, "empty database"),
-            empty.join(", ")
-        )?;
-    }
+    crate::cmd::empty_line(&mut out, "empty database", &empty)?;
     crate::progress::set_result(serde_json::json!({
         "keys": keys, "failed": failed, "shards": reports.len()
     }));

@@ -113,6 +113,7 @@ impl Out for ShardOut<'_> {
             self.task.add(keys.saturating_sub(read.saturating_sub(self.read)), 0);
         }
         self.read = read;
+        self.task.set_failed(report.failed.len() as u64);
         // Ctrl-C: checkpoint here, then stop (the run says how to resume).
         let interrupted = crate::interrupt::interrupted();
         if self.ctx.stop.load(Ordering::Relaxed) && !interrupted {

@@ -16,7 +16,7 @@ use crate::source::{DbReport, Position};
 pub const RUN_STATE: &str = "kvferry-export.json";
 
 /// What must be the same for a run to continue another.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Options {
     /// Sources as given, without credentials.
     pub sources: Vec<String>,
@@ -25,6 +25,12 @@ pub struct Options {
     pub types: Vec<String>,
     pub exclude_prefixes: Vec<String>,
     pub skip_unknown_types: bool,
+    /// `--sample` as given, and the rate it came to when the export started (kept, so that a
+    /// resume samples the same keys).
+    #[serde(default)]
+    pub sample: Option<String>,
+    #[serde(default)]
+    pub sample_rate: Option<f64>,
 }
 
 /// One shard of the run.
@@ -110,6 +116,7 @@ impl RunState {
         field!(types, "--type");
         field!(exclude_prefixes, "--exclude-prefix");
         field!(skip_unknown_types, "--skip-unknown-types");
+        field!(sample, "--sample");
         if !diffs.is_empty() {
             bail!(
                 "{}: the unfinished export there was started with other options ({}); resume it with the same options, or export into another directory",

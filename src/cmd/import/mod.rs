@@ -13,11 +13,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 
+use crate::cmd::watch::{WatchArgs, Watched};
 use crate::format::check::{self, CheckReport};
 use crate::format::reader::ReadMode;
 use crate::format::snapshot::Snapshot;
@@ -61,34 +63,21 @@ pub struct Args {
     pub shards: Vec<String>,
     #[command(flatten)]
     pub map: MapArgs,
-    /// Keys that exist on the target: `fail` refuses to start unless every target database is
-    /// empty (a first migration), `replace` overwrites them, `skip` leaves them and counts them.
-    #[arg(long, value_enum, default_value = "fail", value_name = "POLICY")]
-    pub conflict: Conflict,
-    /// Keys the source held under several types (Pika <= 3.5): `fail` writes none of them and
-    /// lists them, `first` writes the first type, `suffix` writes the others as KEY:TYPE.
-    #[arg(long, value_enum, default_value = "fail", value_name = "POLICY")]
-    pub multi_type: MultiType,
-    /// Connections per shard (per master on a cluster); a key always goes through the same one,
-    /// in order. Each keeps two batches in flight. Two keep a single-threaded server (Redis)
-    /// busy; a multi-threaded one (Kvrocks) serves each connection on one worker thread, so
-    /// more pay off where it has cores to spare.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub connections: u32,
+    #[command(flatten)]
+    pub write: WriteArgs,
     /// Shards imported at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub parallel: u32,
-    /// Commands per pipelined batch on a connection (batches are also cut at 4 MiB).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000), value_name = "N")]
-    pub pipeline: u32,
     /// Send at most this many commands per second (all connections together).
     #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub max_ops_per_sec: Option<u64>,
+    #[command(flatten)]
+    pub watch: WatchArgs,
     /// Continue an interrupted import from its checkpoints; give the same options.
     #[arg(long)]
     pub resume: bool,
-    /// Where to keep checkpoints (default: a directory beside the snapshot's files, named after
-    /// the target).
+    /// Where to keep checkpoints (default: under $XDG_STATE_HOME/kvferry, or
+    /// ~/.local/state/kvferry, named after the target and the snapshot; never in the snapshot).
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
     /// Before writing, record in this new directory what the import changes (the keys it
@@ -106,9 +95,6 @@ pub struct Args {
     /// Damage is then found while writing, and the import stops there.
     #[arg(long)]
     pub no_check: bool,
-    /// Stop at the first key the target refuses (the default goes on and lists them all).
-    #[arg(long)]
-    pub fail_fast: bool,
     /// How to show progress on stderr (see `kvferry export --help`).
     #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
     pub progress: Mode,
@@ -120,6 +106,31 @@ pub struct Args {
     /// Seconds between checkpoints.
     #[arg(long, default_value_t = 5.0, hide = true)]
     pub checkpoint_secs: f64,
+}
+
+/// How to write into a target (shared by import and migrate).
+#[derive(clap::Args, Debug, Clone)]
+pub struct WriteArgs {
+    /// Keys that exist on the target: `fail` refuses to start unless every target database is
+    /// empty (a first migration), `replace` overwrites them, `skip` leaves them and counts them.
+    #[arg(long, value_enum, default_value = "fail", value_name = "POLICY")]
+    pub conflict: Conflict,
+    /// Keys the source held under several types (Pika <= 3.5): `fail` writes none of them and
+    /// lists them, `first` writes the first type, `suffix` writes the others as KEY:TYPE.
+    #[arg(long, value_enum, default_value = "fail", value_name = "POLICY")]
+    pub multi_type: MultiType,
+    /// Connections per shard to the target (per master on a cluster); a key always goes through
+    /// the same one, in order. Each keeps two batches in flight. Two keep a single-threaded
+    /// server (Redis) busy; a multi-threaded one (Kvrocks) serves each connection on one worker
+    /// thread, so more pay off where it has cores to spare.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub connections: u32,
+    /// Commands per pipelined batch on a connection (batches are also cut at 4 MiB).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000), value_name = "N")]
+    pub pipeline: u32,
+    /// Stop at the first key the target refuses (the default goes on and lists them all).
+    #[arg(long)]
+    pub fail_fast: bool,
 }
 
 /// The run was stopped (another shard failed, or --fail-fast): not an error of its own.
@@ -274,6 +285,12 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     crate::interrupt::stops_cleanly();
     crate::util::check_report_path(a.report.as_deref())?;
     let snap = Snapshot::open(&a.snapshot)?; // its errors name the path
+    if let Some((asked, rate)) = crate::cmd::export::sample_of(&a.snapshot) {
+        crate::note!(
+            "{}: a sample (--sample {asked}: {rate} of the source's keys), not a whole export",
+            a.snapshot.display()
+        );
+    }
     let shards = snap.select(&a.shards)?;
     // Empty shards (an export writes one per database, SERVERS.md's 16 Redis databases
     // included) have nothing to write and need no mapping.
@@ -301,7 +318,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             let dests = destinations(
                 &a.map,
                 Holder::Snapshot,
-                a.conflict == Conflict::Skip,
+                a.write.conflict == Conflict::Skip,
                 &snap.dbs(&shards),
                 Some((&t.probe, &t.server)),
                 t.slots.is_some(),
@@ -346,7 +363,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             }
         }
         let multi: u64 = report.files.iter().map(|f| f.multi_type_keys).sum();
-        if multi > 0 && a.multi_type == MultiType::Fail {
+        if multi > 0 && a.write.multi_type == MultiType::Fail {
             let examples: Vec<&String> = report
                 .files
                 .iter()
@@ -362,7 +379,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if let Some(path) = &a.resp {
         return run_resp(&a, &snap, &shards, path);
     }
-    let Target { server, slots, .. } = target.expect("BUG: clap requires --target without --resp");
+    let Target { server, slots, probe } = target.expect("BUG: clap requires --target without --resp");
     let (dests, dialect) = checked.expect("BUG: checked above, with the target");
     let state_dir = StateDir::new(match &a.state {
         Some(d) => d.clone(),
@@ -372,8 +389,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         target: server.name.clone(),
         shards: shards.iter().map(|&i| snap.manifest.shards[i].id.clone()).collect(),
         destinations: dests.iter().map(|d| d.describe.clone()).collect(),
-        conflict: format!("{:?}", a.conflict).to_lowercase(),
-        multi_type: format!("{:?}", a.multi_type).to_lowercase(),
+        conflict: format!("{:?}", a.write.conflict).to_lowercase(),
+        multi_type: format!("{:?}", a.write.multi_type).to_lowercase(),
         skip_corrupt_blocks: a.skip_corrupt_blocks,
     };
     let previous = state_dir.read_run()?;
@@ -437,7 +454,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         crate::note!("the import into {} is complete already; nothing to resume", server.name);
         return Ok(0);
     }
-    if a.conflict == Conflict::Fail && !resuming {
+    if a.write.conflict == Conflict::Fail && !resuming {
         refuse_non_empty(&dests, slots.as_ref())?;
     }
     if a.dry_run {
@@ -466,28 +483,35 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             options,
         })?;
     }
-    let throttle = Throttle::new(a.max_ops_per_sec);
+    let throttle = Arc::new(Throttle::new(a.max_ops_per_sec));
+    let watched = vec![Watched {
+        role: "target",
+        endpoint: &probe,
+        kind: &server.kind,
+        throttle: throttle.clone(),
+    }];
+    let watch = a.watch.start("import", watched, a.max_ops_per_sec)?;
     let stop = AtomicBool::new(false);
     let ctx = shard::Ctx {
         snap: &snap,
         write: WriteConf {
             dialect,
-            del_first: a.conflict != Conflict::Skip,
-            multi: a.multi_type,
-            pipeline: a.pipeline as usize,
+            del_first: a.write.conflict != Conflict::Skip,
+            multi: a.write.multi_type,
+            pipeline: a.write.pipeline as usize,
             batch_bytes: 4 << 20,
         },
-        connections: a.connections as usize,
+        connections: a.write.connections as usize,
         skip_corrupt: a.skip_corrupt_blocks,
         throttle: &throttle,
         stop: &stop,
-        fail_fast: a.fail_fast,
+        fail_fast: a.write.fail_fast,
         checkpoint_every: Duration::from_secs_f64(a.checkpoint_secs.max(0.05)),
         state: Some(&state_dir),
         decode_threads: 2,
     };
     let names: Vec<String> = shards.iter().map(|&i| snap.manifest.shards[i].id.clone()).collect();
-    let progress = Progress::start(a.progress, names);
+    let progress = Progress::start_phase(a.progress, "import", names);
     // The manifest counts every shard's keys: the total and its ETA hold from the start.
     for (n, &i) in shards.iter().enumerate() {
         progress.task(n).expect(snap.manifest.shards[i].keys);
@@ -591,8 +615,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         return Ok(crate::interrupt::EXIT_INTERRUPTED);
     }
     let failed = summary(&snap, &outcomes, &lost_files, a.report.is_some())?;
+    watch.print_summary();
     if let Some(path) = &a.report {
-        report(path, &snap, &server.name, &outcomes, error.as_ref())?;
+        report(path, &snap, &server.name, &outcomes, error.as_ref(), &watch.stats())?;
     }
     if let Some(e) = error {
         return Err(e.context(format!(
@@ -663,7 +688,7 @@ fn run_resp(a: &Args, snap: &Snapshot, shards: &[usize], path: &std::path::Path)
         write: WriteConf {
             dialect: Dialect::REDIS,
             del_first: true,
-            multi: a.multi_type,
+            multi: a.write.multi_type,
             pipeline: 1000,
             batch_bytes: 4 << 20,
         },
@@ -797,14 +822,7 @@ fn summary(
         bad += o.lost.len() as u64;
         total.merge(c);
     }
-    if !empty.is_empty() {
-        writeln!(
-            out,
-            "{}: {}",
-            count(empty.len() as u64, "empty shard"),
-            empty.join(", ")
-        )?;
-    }
+    crate::cmd::empty_line(&mut out, "empty shard", &empty)?;
     for l in lost_files {
         writeln!(out, "  {l}")?;
     }
@@ -851,6 +869,7 @@ fn report(
     target: &str,
     outcomes: &[(usize, &Dest, ShardOutcome)],
     error: Option<&anyhow::Error>,
+    servers: &[crate::server::health::Stats],
 ) -> anyhow::Result<()> {
     let shards: Vec<serde_json::Value> = outcomes
         .iter()
@@ -884,6 +903,7 @@ fn report(
         "complete": error.is_none(),
         "error": error.map(|e| format!("{e:#}")),
         "shards": shards,
+        "servers": servers,
     });
     std::fs::write(path, serde_json::to_vec_pretty(&v)?)
         .with_context(|| format!("{}: cannot write the report", path.display()))

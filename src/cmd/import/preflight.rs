@@ -89,7 +89,7 @@ pub(super) fn run(a: &Args, snap: &Snapshot, shards: &[usize], target: &Target) 
     let dests = match destinations(
         &a.map,
         Holder::Snapshot,
-        a.conflict == Conflict::Skip,
+        a.write.conflict == Conflict::Skip,
         &snap.dbs(shards),
         Some((&target.probe, &target.server)),
         target.slots.is_some(),
@@ -123,7 +123,7 @@ pub(super) fn run(a: &Args, snap: &Snapshot, shards: &[usize], target: &Target) 
     // Keys held under several types (Pika <= 3.5).
     if multi > 0 {
         let eg = multi_examples.join(", ");
-        match a.multi_type {
+        match a.write.multi_type {
             MultiType::Fail => f.add(
                 Level::Refuse,
                 "multi-type",
@@ -169,7 +169,7 @@ pub(super) fn run(a: &Args, snap: &Snapshot, shards: &[usize], target: &Target) 
         } else {
             "none of the snapshot's keys exist there".to_string()
         };
-        let (level, text) = match a.conflict {
+        let (level, text) = match a.write.conflict {
             Conflict::Fail => (
                 Level::Refuse,
                 format!("{} already holds keys (e.g. {}); {held}. --conflict fail needs an empty target: use --conflict replace to overwrite, or skip to keep them", c.describe, c.first),

@@ -42,8 +42,8 @@ pub struct ShardState {
     pub done: bool,
     pub resume: Pos,
     pub counts: Counts,
-    /// Multi-type keys (hex) and the type that keeps the name.
-    chosen: BTreeMap<String, String>,
+    /// Multi-type keys and the type that keeps the name.
+    chosen: crate::target::track::ChosenTypes,
 }
 
 impl ShardState {
@@ -52,22 +52,12 @@ impl ShardState {
             done,
             resume,
             counts,
-            chosen: chosen
-                .iter()
-                .map(|(k, t)| (hex::encode(k), t.name().to_string()))
-                .collect(),
+            chosen: crate::target::track::ChosenTypes::encode(chosen),
         }
     }
 
     pub fn chosen(&self) -> anyhow::Result<BTreeMap<Vec<u8>, KeyType>> {
-        self.chosen
-            .iter()
-            .map(|(k, t)| {
-                let key = hex::decode(k).context("a checkpoint's multi-type key is not hex")?;
-                let ty = KeyType::from_name(t).with_context(|| format!("a checkpoint names an unknown type {t}"))?;
-                Ok((key, ty))
-            })
-            .collect()
+        self.chosen.decode()
     }
 }
 

@@ -11,23 +11,24 @@ mod state;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 
 use super::export::SelectArgs;
-use super::import::Conflict;
+use super::import::{Conflict, WriteArgs};
+use crate::cmd::watch::{WatchArgs, Watched};
 use crate::interrupt::Interrupted;
 use crate::progress::{Mode, Progress};
-use crate::server::conn::{connect, describe, redact};
+use crate::server::conn::{connect, redact};
 use crate::server::endpoint::Endpoint;
 use crate::server::link::Link;
 use crate::server::throttle::Throttle;
 use crate::source;
-use crate::source::pika_cache::CacheOff;
 use crate::source::{export_db, DbReport, Out, Position, ScanOptions};
 use crate::target::dest::{
-    check_writable, destinations, dialect_of, open_target, refuse_non_empty, Dest, Holder, MapArgs, MultiType,
+    check_writable, destinations, dialect_of, open_target, refuse_non_empty, Dest, Holder, MapArgs,
 };
 use crate::target::dispatch::WriteConf;
 use crate::target::track::Counts;
@@ -51,14 +52,8 @@ pub struct Args {
     pub select: SelectArgs,
     #[command(flatten)]
     pub map: MapArgs,
-    /// Keys that exist on the target: `fail` refuses to start unless every target database is
-    /// empty, `replace` overwrites them, `skip` leaves them and counts them.
-    #[arg(long, value_enum, default_value = "fail", value_name = "POLICY")]
-    pub conflict: Conflict,
-    /// Keys the source holds under several types (Pika <= 3.5): `fail` writes none of them and
-    /// lists them, `first` writes the first type, `suffix` writes the others as KEY:TYPE.
-    #[arg(long, value_enum, default_value = "fail", value_name = "POLICY")]
-    pub multi_type: MultiType,
+    #[command(flatten)]
+    pub write: WriteArgs,
     /// Shards migrated at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256), value_name = "N")]
     pub parallel: u32,
@@ -66,15 +61,11 @@ pub struct Args {
     /// like export's --connections.
     #[arg(long, alias = "readers", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64), value_name = "N")]
     pub source_connections: u32,
-    /// Connections per shard to the target (per master on a cluster).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256), value_name = "N")]
-    pub connections: u32,
-    /// Commands per pipelined batch on a target connection (batches are also cut at 4 MiB).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000), value_name = "N")]
-    pub pipeline: u32,
     /// Send at most this many commands per second to the sources, and as many to the target.
     #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub max_ops_per_sec: Option<u64>,
+    #[command(flatten)]
+    pub watch: WatchArgs,
     /// Continue an interrupted migration from its checkpoints; give the same options.
     #[arg(long)]
     pub resume: bool,
@@ -92,9 +83,6 @@ pub struct Args {
     /// How far an expiry may be off in the verify, e.g. `5s`, `500ms`.
     #[arg(long, default_value = "5s", value_parser = crate::util::parse_duration_ms, value_name = "DURATION")]
     pub ttl_tolerance: u64,
-    /// Stop at the first key the target refuses (the default goes on and lists them all).
-    #[arg(long)]
-    pub fail_fast: bool,
     /// How to show progress on stderr (see `kvferry export --help`).
     #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
     pub progress: Mode,
@@ -149,14 +137,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let endpoints = a.connect.endpoints(&a.sources)?;
     // Every argument is checked before the slow work: the target and the mapping too.
     let target = open_target(&a.connect, &a.target, &a.map, "target")?;
-    let _caches_off = endpoints
-        .iter()
-        .map(|ep| {
-            let mut conn = connect(ep, Duration::from_secs(10))?;
-            let server = describe(&ep.name(), &mut conn)?;
-            CacheOff::guard(ep, &mut conn, &server, a.connect.pika_cache_off)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sources = crate::source::pika_cache::Sources::open(&endpoints, a.connect.pika_cache_off)?;
+    let kinds = &sources.kinds;
     let (shards, empty) = plan(&a.select, &endpoints)?;
     if empty > 0 {
         crate::note!(
@@ -168,7 +150,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let dests = destinations(
         &a.map,
         Holder::Source,
-        a.conflict == Conflict::Skip,
+        a.write.conflict == Conflict::Skip,
         &shards.iter().map(|s| s.db).collect::<Vec<_>>(),
         Some((&target.probe, &target.server)),
         target.slots.is_some(),
@@ -186,8 +168,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         target: target.server.name.clone(),
         shards: shards.iter().map(|s| s.id.clone()).collect(),
         destinations: dests.iter().map(|d| d.describe.clone()).collect(),
-        conflict: format!("{:?}", a.conflict).to_lowercase(),
-        multi_type: format!("{:?}", a.multi_type).to_lowercase(),
+        conflict: format!("{:?}", a.write.conflict).to_lowercase(),
+        multi_type: format!("{:?}", a.write.multi_type).to_lowercase(),
         filters: format!(
             "db={} match={:?} types={:?} exclude={:?} skip_unknown={}",
             a.select.db, a.select.pattern, a.select.types, a.select.exclude_prefix, a.select.skip_unknown_types
@@ -221,7 +203,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         }
         _ => false,
     };
-    if a.conflict == Conflict::Fail && !resuming {
+    if a.write.conflict == Conflict::Fail && !resuming {
         refuse_non_empty(&dests, target.slots.as_ref())?;
     }
     if a.dry_run {
@@ -272,23 +254,32 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         })?;
     }
     crate::note!("checkpoints in {}", state_dir.dir.display());
-    let (source_throttle, target_throttle) = (Throttle::new(a.max_ops_per_sec), Throttle::new(a.max_ops_per_sec));
+    let source_throttle = Arc::new(Throttle::new(a.max_ops_per_sec));
+    let target_throttle = Arc::new(Throttle::new(a.max_ops_per_sec));
+    let mut watched: Vec<Watched> = Watched::sources(&endpoints, kinds, &source_throttle);
+    watched.push(Watched {
+        role: "target",
+        endpoint: &target.probe,
+        kind: &target.server.kind,
+        throttle: target_throttle.clone(),
+    });
+    let watch = a.watch.start("migrate", watched, a.max_ops_per_sec)?;
     let stop = AtomicBool::new(false);
-    let progress = Progress::start(a.progress, shards.iter().map(|s| s.id.clone()).collect());
+    let progress = Progress::start_phase(a.progress, "migrate", shards.iter().map(|s| s.id.clone()).collect());
     let ctx = shard::Ctx {
         write: WriteConf {
             dialect,
-            del_first: a.conflict != Conflict::Skip,
-            multi: a.multi_type,
-            pipeline: a.pipeline as usize,
+            del_first: a.write.conflict != Conflict::Skip,
+            multi: a.write.multi_type,
+            pipeline: a.write.pipeline as usize,
             batch_bytes: 4 << 20,
         },
         scan: &scan,
-        connections: a.connections as usize,
+        connections: a.write.connections as usize,
         source_throttle: &source_throttle,
         target_throttle: &target_throttle,
         stop: &stop,
-        fail_fast: a.fail_fast,
+        fail_fast: a.write.fail_fast,
         checkpoint_every: Duration::from_secs_f64(a.checkpoint_secs.max(0.05)),
         state: &state_dir,
         notify: Some(progress.printer()),
@@ -334,8 +325,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         return Ok(crate::interrupt::EXIT_INTERRUPTED);
     }
     let failed = summary(&outcomes, &dests, seconds, a.report.is_some())?;
+    watch.print_summary();
     if let Some(path) = &a.report {
-        write_report(path, &target.server.name, &outcomes, &errors)?;
+        write_report(path, &target.server.name, &outcomes, &errors, &watch.stats())?;
     }
     if !errors.is_empty() {
         for e in &errors[1..] {
@@ -356,7 +348,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if a.no_verify {
         return Ok(if failed == 0 { 0 } else { 1 });
     }
-    let verified = verify(&a, &scan, &endpoints, &shards, &dests, &target)?;
+    let verified = verify(
+        &a,
+        &scan,
+        &endpoints,
+        &shards,
+        &dests,
+        &target,
+        (&source_throttle, &target_throttle),
+    )?;
     Ok(if failed == 0 && verified == 0 { 0 } else { 1 })
 }
 
@@ -523,6 +523,7 @@ fn write_report(
     target: &str,
     outcomes: &[(&Planned, ShardOutcome)],
     errors: &[String],
+    servers: &[crate::server::health::Stats],
 ) -> anyhow::Result<()> {
     let shards: Vec<serde_json::Value> = outcomes
         .iter()
@@ -543,6 +544,7 @@ fn write_report(
         "target": target,
         "shards": shards,
         "errors": errors,
+        "servers": servers,
     }))?;
     std::fs::write(path, text).with_context(|| format!("{}: cannot write the report", path.display()))
 }
@@ -579,14 +581,14 @@ fn verify(
     shards: &[Planned],
     dests: &[Dest],
     target: &crate::target::dest::Target,
+    (throttle, verify_throttle): (&Throttle, &Throttle),
 ) -> anyhow::Result<i32> {
     println!("verifying: reading the source again and comparing every key with the target");
-    let throttle = Throttle::new(a.max_ops_per_sec);
     let list = shards
         .iter()
         .zip(dests)
         .map(|(s, d)| {
-            let (ep, db, throttle) = (&endpoints[s.source], s.db, &throttle);
+            let (ep, db) = (&endpoints[s.source], s.db);
             super::verify::Shard {
                 id: s.id.clone(),
                 keys: None,
@@ -601,18 +603,17 @@ fn verify(
         .collect();
     let check = super::verify::Check {
         sample: 1.0,
-        multi_type: a.multi_type,
+        multi_type: a.write.multi_type,
         ttl_tolerance: a.ttl_tolerance,
         extra: false,
         parallel: a.parallel as usize,
-        connections: a.connections as usize,
+        connections: a.write.connections as usize,
     };
-    let verify_throttle = Throttle::new(a.max_ops_per_sec);
     super::verify::compare(
         &check,
         target,
         list,
-        &verify_throttle,
+        verify_throttle,
         a.progress,
         None,
         a.connect.pika_cache_off,
@@ -630,6 +631,15 @@ fn run_via(a: Args) -> anyhow::Result<i32> {
             PathBuf::from(s)
         })
     };
+    // One metrics endpoint for the three steps; each step watches its own servers.
+    let _metrics = match &a.watch.metrics_addr {
+        Some(addr) => Some(crate::metrics::Metrics::start(addr, "migrate")?),
+        None => None,
+    };
+    let watch = WatchArgs {
+        max_latency_ms: a.watch.max_latency_ms,
+        metrics_addr: None,
+    };
     println!("step 1 of 3: export into {}", dir.display());
     let done = dir.join(crate::format::consts::MANIFEST_NAME).exists();
     if !done {
@@ -638,6 +648,7 @@ fn run_via(a: Args) -> anyhow::Result<i32> {
             out: dir.clone(),
             select: a.select.clone(),
             max_ops_per_sec: a.max_ops_per_sec,
+            watch: watch.clone(),
             parallel: a.parallel,
             connections: a.source_connections,
             resume: a.resume,
@@ -645,6 +656,7 @@ fn run_via(a: Args) -> anyhow::Result<i32> {
             report: step_report("export"),
             connect: a.connect.clone(),
             check_lengths: false,
+            sample: None,
             checkpoint_secs: a.checkpoint_secs,
         })?;
         if code != 0 {
@@ -661,19 +673,16 @@ fn run_via(a: Args) -> anyhow::Result<i32> {
         resp: None,
         shards: Vec::new(),
         map: a.map.clone(),
-        conflict: a.conflict,
-        multi_type: a.multi_type,
-        connections: a.connections,
+        write: a.write.clone(),
         parallel: a.parallel,
-        pipeline: a.pipeline,
         max_ops_per_sec: a.max_ops_per_sec,
+        watch: watch.clone(),
         resume: a.resume,
         state: a.state.clone(),
         undo: None,
         dry_run: a.dry_run,
         skip_corrupt_blocks: false,
         no_check: false,
-        fail_fast: a.fail_fast,
         progress: a.progress,
         report: step_report("import"),
         connect: a.connect.clone(),
@@ -689,13 +698,14 @@ fn run_via(a: Args) -> anyhow::Result<i32> {
         source: None,
         shards: Vec::new(),
         map: a.map.clone(),
-        multi_type: a.multi_type,
+        multi_type: a.write.multi_type,
         sample: 1.0,
         ttl_tolerance: a.ttl_tolerance,
         parallel: a.parallel,
-        connections: a.connections,
+        connections: a.write.connections,
         extra: false,
         max_ops_per_sec: a.max_ops_per_sec,
+        watch,
         report: step_report("verify"),
         progress: a.progress,
         connect: a.connect.clone(),

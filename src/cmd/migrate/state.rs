@@ -44,8 +44,8 @@ pub struct ShardState {
     pub read: DbReport,
     pub counts: Counts,
     pub seconds: f64,
-    /// Multi-type keys (hex) and the type that keeps the name.
-    chosen: BTreeMap<String, String>,
+    /// Multi-type keys and the type that keeps the name.
+    chosen: crate::target::track::ChosenTypes,
 }
 
 impl ShardState {
@@ -63,22 +63,12 @@ impl ShardState {
             read,
             counts,
             seconds,
-            chosen: chosen
-                .iter()
-                .map(|(k, t)| (hex::encode(k), t.name().to_string()))
-                .collect(),
+            chosen: crate::target::track::ChosenTypes::encode(chosen),
         }
     }
 
     pub fn chosen(&self) -> anyhow::Result<BTreeMap<Vec<u8>, KeyType>> {
-        self.chosen
-            .iter()
-            .map(|(k, t)| {
-                let key = hex::decode(k).context("a checkpoint's multi-type key is not hex")?;
-                let ty = KeyType::from_name(t).with_context(|| format!("a checkpoint names an unknown type {t}"))?;
-                Ok((key, ty))
-            })
-            .collect()
+        self.chosen.decode()
     }
 }
 

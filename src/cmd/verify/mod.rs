@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 
+use crate::cmd::watch::{WatchArgs, Watched};
 use crate::format::consts::FLAG_MULTI_TYPE;
 use crate::format::reader::ReadMode;
 use crate::format::record::{KeyRecord, Record};
@@ -78,6 +79,8 @@ pub struct Args {
     /// Send at most this many commands per second.
     #[arg(long, allow_hyphen_values = true, value_parser = clap::value_parser!(u64).range(1..), value_name = "N")]
     pub max_ops_per_sec: Option<u64>,
+    #[command(flatten)]
+    pub watch: WatchArgs,
     /// Write every difference as a JSON line to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -611,8 +614,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             feed: snapshot_feed(&snap, si),
         })
         .collect();
-    let throttle = Throttle::new(a.max_ops_per_sec);
-    compare(
+    let throttle = Arc::new(Throttle::new(a.max_ops_per_sec));
+    let watched = vec![Watched {
+        role,
+        endpoint: &target.probe,
+        kind: &target.server.kind,
+        throttle: throttle.clone(),
+    }];
+    let watch = a.watch.start("verify", watched, a.max_ops_per_sec)?;
+    let code = compare(
         &check,
         &target,
         list,
@@ -621,7 +631,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         a.report.as_deref(),
         a.connect.pika_cache_off,
         "the snapshot",
-    )
+    )?;
+    watch.print_summary();
+    Ok(code)
 }
 
 /// Compares the records of `shards` with what `target` holds, prints the summary and returns
@@ -672,7 +684,7 @@ pub(crate) fn compare(
         shown: Vec::new(),
         differences: 0,
     });
-    let progress = Progress::start(progress, shards.iter().map(|s| s.id.clone()).collect());
+    let progress = Progress::start_phase(progress, "verify", shards.iter().map(|s| s.id.clone()).collect());
     for (n, s) in shards.iter().enumerate() {
         if let Some(k) = s.keys {
             progress.task(n).expect(k);
