@@ -31,7 +31,12 @@ pub fn contents(c: &mut redis::Connection, db: u32) -> (BTreeMap<Vec<u8>, KeySta
     // reads RocksDB, as kvferry does with --pika-cache-off (seen: hashes with a TTL read back
     // as -1, and PTTL errors, when two tests ran at once after an export switched it back on).
     if info.contains("pika_version:3.") {
-        let _: () = redis::cmd("CONFIG").arg("SET").arg("cache-model").arg("0").query(c).unwrap();
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("cache-model")
+            .arg("0")
+            .query(c)
+            .unwrap();
     }
     if db != 0 {
         let _: () = redis::cmd("SELECT").arg(db).query(c).unwrap();
