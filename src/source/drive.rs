@@ -105,7 +105,7 @@ pub fn export_db(
         sample: opts.sample.as_ref().map(|s| s.fresh()),
         ..opts.clone()
     };
-    let report = export_listed(link, throttle, db, opts, from, out, &kind)?;
+    let report = export_listed(link, throttle, db, opts, from, out)?;
     match &opts.sample {
         Some(sample) => sample_extras(link, throttle, db, opts, sample, report, out),
         None => Ok(report),
@@ -148,7 +148,7 @@ fn sample_extras(
     Ok(report)
 }
 
-/// [`export_db`] without the sample's extras.
+/// [`export_db`] without the sample's extras (`opts` already fitted to the server).
 fn export_listed(
     link: &mut Link,
     throttle: &Throttle,
@@ -156,9 +156,8 @@ fn export_listed(
     opts: &ScanOptions,
     from: Option<(Position, DbReport)>,
     out: &mut (dyn Out + Send),
-    kind: &ServerKind,
 ) -> anyhow::Result<DbReport> {
-    let kind = kind.clone();
+    let kind = link.server.kind.clone();
     if matches!(kind, ServerKind::Pika(..)) && super::pika::has_range_scan(&mut link.conn(throttle)) {
         let (at, report) = match from {
             None => (None, DbReport::default()),
