@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example gen_dataset -- load  [--keys N] [--big M] [--hash-bytes B] [--seed S]
+//!                                                    [--no-streams] [--binary]
 //! cargo run --release --example gen_dataset -- reads [same options]
 //! ```
 //! `load` writes the data; `reads` writes one read command per key of the same data (GET,
@@ -13,8 +14,13 @@
 //! The mixed dataset: N keys, by key number: 40% strings (10-200 bytes), 20% hashes, 10% each
 //! lists, sets, zsets and streams (5-20 elements of 5-40 bytes); every fourth key has a TTL (7
 //! days, so nothing expires during a run). With `--big M`: a hash, a list, a set and a zset of M
-//! members and a stream of M/5 entries. With `--hash-bytes B`: one more hash of B bytes in 1 KiB
+//! members and a stream of M/5 entries (hash values and list elements text or binary as below). With `--hash-bytes B`: one more hash of B bytes in 1 KiB
 //! values (the memory benchmark's 2 GB hash).
+//!
+//! `--no-streams` puts strings where the streams were (50% strings) and leaves out the big
+//! stream: the mix that tools without streams (Pika 3.x, redis-dump-load) can hold. `--binary`
+//! makes every value and element bytes 0-255 (key names, hash fields and scores stay text): the
+//! case of serialised objects, which tools that go through JSON or text cannot hold.
 
 use std::io::{BufWriter, Write};
 
@@ -36,6 +42,16 @@ impl Rng {
 
     fn bytes(&mut self, n: usize) -> Vec<u8> {
         (0..n).map(|_| b'a' + (self.next() % 26) as u8).collect()
+    }
+
+    /// `n` bytes of any value, always with a zero byte and one that is not UTF-8.
+    fn binary(&mut self, n: usize) -> Vec<u8> {
+        let mut v: Vec<u8> = (0..n).map(|_| self.next() as u8).collect();
+        if n >= 2 {
+            v[0] = 0;
+            v[n - 1] = 0xff;
+        }
+        v
     }
 }
 
@@ -60,8 +76,9 @@ enum Kind {
     Stream,
 }
 
-fn kind(i: u64) -> Kind {
+fn kind(i: u64, streams: bool) -> Kind {
     match i % 10 {
+        9 if !streams => Kind::String,
         0..=3 => Kind::String,
         4 | 5 => Kind::Hash,
         6 => Kind::List,
@@ -79,6 +96,19 @@ struct Opts {
     big: u64,
     hash_bytes: u64,
     seed: u64,
+    streams: bool,
+    binary: bool,
+}
+
+impl Opts {
+    /// A value of `n` bytes, text or binary as the options say.
+    fn value(&self, rng: &mut Rng, n: usize) -> Vec<u8> {
+        if self.binary {
+            rng.binary(n)
+        } else {
+            rng.bytes(n)
+        }
+    }
 }
 
 fn parse() -> Result<Opts, String> {
@@ -86,7 +116,10 @@ fn parse() -> Result<Opts, String> {
     let reads = match args.next().as_deref() {
         Some("load") => false,
         Some("reads") => true,
-        _ => return Err("usage: gen_dataset load|reads [--keys N] [--big M] [--hash-bytes B] [--seed S]".into()),
+        _ => return Err(
+            "usage: gen_dataset load|reads [--keys N] [--big M] [--hash-bytes B] [--seed S] [--no-streams] [--binary]"
+                .into(),
+        ),
     };
     let mut o = Opts {
         reads,
@@ -94,8 +127,21 @@ fn parse() -> Result<Opts, String> {
         big: 0,
         hash_bytes: 0,
         seed: 1,
+        streams: true,
+        binary: false,
     };
     while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--no-streams" => {
+                o.streams = false;
+                continue;
+            }
+            "--binary" => {
+                o.binary = true;
+                continue;
+            }
+            _ => {}
+        }
         let v: u64 = args
             .next()
             .and_then(|v| v.parse().ok())
@@ -111,14 +157,15 @@ fn parse() -> Result<Opts, String> {
     Ok(o)
 }
 
-fn small_key(out: &mut impl Write, rng: &mut Rng, i: u64, reads: bool) -> std::io::Result<()> {
+fn small_key(out: &mut impl Write, rng: &mut Rng, i: u64, o: &Opts) -> std::io::Result<()> {
+    let reads = o.reads;
     let key = format!("key:{i:09}").into_bytes();
     let k = key.as_slice();
     let n = rng.range(5, 20);
-    let mut elements = || -> Vec<Vec<u8>> { (0..n).map(|_| rng.bytes(rng_len(i, 5, 40))).collect() };
-    match (kind(i), reads) {
+    let mut elements = || -> Vec<Vec<u8>> { (0..n).map(|_| o.value(rng, rng_len(i, 5, 40))).collect() };
+    match (kind(i, o.streams), reads) {
         (Kind::String, false) => {
-            let v = rng.bytes(rng_len(i, 10, 200));
+            let v = o.value(rng, rng_len(i, 10, 200));
             cmd(out, &[b"SET", k, &v])?;
         }
         (Kind::Hash, false) => {
@@ -133,7 +180,7 @@ fn small_key(out: &mut impl Write, rng: &mut Rng, i: u64, reads: bool) -> std::i
         }
         (Kind::List | Kind::Set, false) => {
             let e = elements();
-            let verb: &[u8] = if matches!(kind(i), Kind::List) {
+            let verb: &[u8] = if matches!(kind(i, o.streams), Kind::List) {
                 b"RPUSH"
             } else {
                 b"SADD"
@@ -178,7 +225,8 @@ fn rng_len(i: u64, lo: u64, hi: u64) -> usize {
     Rng(i).range(lo, hi) as usize
 }
 
-fn big_keys(out: &mut impl Write, rng: &mut Rng, m: u64, reads: bool) -> std::io::Result<()> {
+fn big_keys(out: &mut impl Write, rng: &mut Rng, m: u64, o: &Opts) -> std::io::Result<()> {
+    let (reads, streams) = (o.reads, o.streams);
     if reads {
         // In windows of 1000, as a reader that bounds its memory must read them (and because
         // redis-cli --pipe takes time quadratic in the size of one reply). The hash and the set
@@ -188,7 +236,7 @@ fn big_keys(out: &mut impl Write, rng: &mut Rng, m: u64, reads: bool) -> std::io
             cmd(out, &[b"LRANGE", b"big:list", &a, &b])?;
             cmd(out, &[b"ZRANGE", b"big:zset", &a, &b, b"WITHSCORES"])?;
         }
-        for start in (0..m / 5).step_by(1000) {
+        for start in (0..if streams { m / 5 } else { 0 }).step_by(1000) {
             let a = format!("{}-1", start + 1).into_bytes();
             let b = format!("{}-1", (start + 1000).min(m / 5)).into_bytes();
             cmd(out, &[b"XRANGE", b"big:stream", &a, &b])?;
@@ -199,7 +247,7 @@ fn big_keys(out: &mut impl Write, rng: &mut Rng, m: u64, reads: bool) -> std::io
     for start in (0..m).step_by(BATCH as usize) {
         let end = (start + BATCH).min(m);
         let members: Vec<Vec<u8>> = (start..end).map(|j| format!("member:{j:09}").into_bytes()).collect();
-        let values: Vec<Vec<u8>> = (start..end).map(|_| rng.bytes(20)).collect();
+        let values: Vec<Vec<u8>> = (start..end).map(|_| o.value(rng, 20)).collect();
         let scores: Vec<Vec<u8>> = (start..end)
             .map(|j| format!("{}", j as f64 / 7.0).into_bytes())
             .collect();
@@ -218,9 +266,9 @@ fn big_keys(out: &mut impl Write, rng: &mut Rng, m: u64, reads: bool) -> std::io
         s.extend(members.iter().map(Vec::as_slice));
         cmd(out, &s)?;
     }
-    for j in 0..m / 5 {
+    for j in 0..if streams { m / 5 } else { 0 } {
         let id = format!("{}-1", j + 1).into_bytes();
-        let v = rng.bytes(20);
+        let v = o.value(rng, 20);
         cmd(out, &[b"XADD", b"big:stream", &id, b"f", &v])?;
     }
     Ok(())
@@ -257,10 +305,10 @@ fn main() {
     let mut rng = Rng(o.seed);
     let result = (|| {
         for i in 0..o.keys {
-            small_key(&mut out, &mut rng, i, o.reads)?;
+            small_key(&mut out, &mut rng, i, &o)?;
         }
         if o.big > 0 {
-            big_keys(&mut out, &mut rng, o.big, o.reads)?;
+            big_keys(&mut out, &mut rng, o.big, &o)?;
         }
         if o.hash_bytes > 0 {
             huge_hash(&mut out, &mut rng, o.hash_bytes, o.reads)?;
