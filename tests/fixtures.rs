@@ -357,6 +357,31 @@ fn good_empty(dir: &Path) {
     );
 }
 
+/// A shard from a Pika, with the binlog position its export began at (format 1.2).
+fn good_from_pika(dir: &Path) {
+    let spec = ShardSpec {
+        id: "src0-db0".into(),
+        source: "redis://127.0.0.1:9221".into(),
+        source_server: Some("pika 4.0.1".into()),
+        db: 0,
+    };
+    let recs = vec![
+        rec(0, b"counter", None, Value::String(b"41")),
+        rec(
+            0,
+            b"user:1",
+            Some(1_796_000_000_000),
+            Value::Hash(vec![(b"name", b"ada")]),
+        ),
+    ];
+    let mut m = write_snapshot(dir, &opts(DEFAULT_BLOCK_TARGET, u64::MAX), vec![(spec, recs)]);
+    m.shards[0].binlog_start = Some(BinlogPosition {
+        filenum: 2,
+        offset: 151_802,
+    });
+    write_manifest(dir, &m).unwrap();
+}
+
 // ----- the corrupt fixtures: each is a good one with one thing broken -----
 
 fn multi_block(dir: &Path) {
@@ -551,6 +576,12 @@ fn corrupt(name: &str, dir: &Path) {
             let r = encode(&rec(0, b"k", Some(5), Value::String(b"v")));
             write_raw_snapshot(dir, vec![replace(&r, &[0x01, 0x05, 0xc4], &[0x01, 0x00, 0xc4])]);
         }
+        "binlog-start" => {
+            good_from_pika(dir);
+            let mut m = read_manifest(dir);
+            m["shards"][0]["binlog_start"]["offset"] = "151802".into();
+            write_manifest_json(dir, &m);
+        }
         "trailing-bytes" => {
             let mut r = encode(&rec(0, b"k", None, Value::String(b"v")));
             r.push(0xc0);
@@ -570,6 +601,7 @@ const GOOD: &[(&str, Build)] = &[
     ("parts", good_parts),
     ("forward-compat", good_forward_compat),
     ("empty", good_empty),
+    ("from-pika", good_from_pika),
 ];
 
 /// Corrupt fixtures: name, and a piece of text that `check` must report (the precise error).
@@ -609,6 +641,7 @@ const CORRUPT: &[(&str, &str)] = &[
     ("wrong-db", "db 1 in a file of db 0"),
     ("zero-expiry", "expire_at_ms is 0"),
     ("trailing-bytes", "1 bytes remain after the block's 1 records"),
+    ("binlog-start", "invalid type: string \"151802\", expected u64"),
 ];
 
 /// Builds every fixture under `root` (good/NAME, good/NAME.jsonl, corrupt/NAME).

@@ -305,3 +305,105 @@ fn pika_3_cache_is_switched_off_only_when_asked() {
     );
     assert_eq!(model(&s), before, "the cache mode is as it was");
 }
+
+/// The binlog position each database had, from INFO replication (Pika), by database.
+fn binlog_positions(s: &Server) -> std::collections::BTreeMap<u64, (u64, u64)> {
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut s.conn()).unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (db, rest) = l.strip_prefix("db")?.split_once(":binlog_offset=")?;
+            let (f, o) = rest.split(',').next()?.split_once(' ')?;
+            Some((db.parse().ok()?, (f.parse().ok()?, o.trim().parse().ok()?)))
+        })
+        .collect()
+}
+
+/// An export from Pika records in the manifest, per shard, where its database's binlog stood
+/// when the export began (format 1.2, for `kvferry follow`), and a resumed export keeps its first
+/// run's position even though writes moved the binlog on meanwhile; `inspect` shows it. From
+/// Redis, which has no such binlog, the manifest has no `binlog_start`.
+#[test]
+fn the_manifest_records_where_the_binlog_stood_when_the_export_began() {
+    let s = Server::source();
+    let mut c = s.conn();
+    let kv: Vec<(String, String)> = (0..3000).map(|i| (format!("b{i}"), format!("v{i}"))).collect();
+    let _: () = c.mset(&kv).unwrap();
+    let pika = pika_version(&s).is_some();
+    let before = binlog_positions(&s);
+    assert_eq!(
+        !before.is_empty(),
+        pika,
+        "INFO replication shows binlog positions on Pika only"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "export",
+            "--source",
+            &s.url(),
+            "--db",
+            "0",
+            "--progress",
+            "none",
+            "--out",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        a.push(out.to_string_lossy().into_owned());
+        a.extend(extra.iter().map(|a| a.to_string()));
+        a
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
+        .args(args(&["--max-ops-per-sec", "1500", "--checkpoint-secs", "0"]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let checkpointed = || -> u64 {
+        std::fs::read(out.join("src0-db0.state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_slice::<J>(&t).ok())
+            .and_then(|j| j["report"]["keys_by_type"]["string"].as_u64())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while checkpointed() < 100 {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint in 60 s");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the export ended before it was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10)); // polling interval
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Writes during the export move the binlog on; the resumed run must not take the new position.
+    let _: () = c.set("written-meanwhile", "x").unwrap();
+    let moved = binlog_positions(&s);
+    if pika {
+        assert!(
+            moved[&0] > before[&0],
+            "the write moved db 0's binlog: {before:?} -> {moved:?}"
+        );
+    }
+    let o = run(&args(&["--resume"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let m: J = serde_json::from_slice(&std::fs::read(out.join("MANIFEST.json")).unwrap()).unwrap();
+    assert_eq!(m["version"], "1.2");
+    let start = &m["shards"][0]["binlog_start"];
+    let inspect = String::from_utf8(run(&["inspect", out.to_str().unwrap()]).stdout).unwrap();
+    if pika {
+        let (f, o) = before[&0];
+        assert_eq!(start, &json!({"filenum": f, "offset": o}), "the first run's position");
+        assert!(
+            inspect.contains(&format!("binlog at {f} {o} when the export began")),
+            "{inspect}"
+        );
+    } else {
+        assert!(start.is_null(), "no binlog on Redis: {m}");
+        assert!(!inspect.contains("binlog at"), "{inspect}");
+    }
+}

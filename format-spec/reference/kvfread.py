@@ -773,6 +773,11 @@ def load_manifest(snapdir):
             for name in ("keys", "records", "raw_bytes"):
                 field(shard, name, "integer", what)
             keys_by_type_field(shard, what)
+            if "binlog_start" in shard:  # optional, 1.2: a Pika source's binlog position
+                pos = field(shard, "binlog_start", "object", what)
+                bwhat = f"{what}.binlog_start"
+                need(field(pos, "filenum", "integer", bwhat) < 2 ** 32, f"{bwhat} filenum is over 2^32 - 1")
+                field(pos, "offset", "integer", bwhat)
             parts = field(shard, "parts", "array", what)
             need(len(parts) >= 1, f"{what} has no parts; a shard is stored in one or more (§1)")
             for p, part in enumerate(parts):

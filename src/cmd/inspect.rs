@@ -59,6 +59,10 @@ struct ShardSummary {
     keys_by_type: BTreeMap<String, u64>,
     /// Key occurrences the source held under several types (format 1.1 counts them).
     multi_type_keys: u64,
+    /// A Pika source's binlog position when the export began (format 1.2): where
+    /// `kvferry follow` starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binlog_start: Option<crate::format::snapshot::BinlogPosition>,
 }
 
 #[derive(Serialize)]
@@ -189,6 +193,7 @@ fn summarise(dir: &Path) -> anyhow::Result<Summary> {
                     id: entry.id.clone(),
                     source: entry.source.clone(),
                     db: entry.db,
+                    binlog_start: entry.binlog_start,
                     ..Default::default()
                 };
                 for pi in 0..entry.parts.len() {
@@ -375,6 +380,13 @@ fn print_text(s: &Summary, out: &mut impl Write) -> std::io::Result<()> {
             human_bytes(sh.raw_bytes),
             human_bytes(sh.file_bytes)
         )?;
+        if let Some(b) = sh.binlog_start {
+            writeln!(
+                out,
+                "      binlog at {} {} when the export began (kvferry follow starts there)",
+                b.filenum, b.offset
+            )?;
+        }
         for p in &sh.parts {
             writeln!(
                 out,

@@ -6,7 +6,7 @@
 /// Major format version this code reads and writes (SPEC §8, F-VER-1).
 pub const VERSION_MAJOR: u16 = 1;
 /// Minor format version this code writes (SPEC §8, F-VER-4).
-pub const VERSION_MINOR: u16 = 1;
+pub const VERSION_MINOR: u16 = 2;
 
 /// Name of the manifest in a snapshot directory (SPEC §3, F-SNAP-1).
 pub const MANIFEST_NAME: &str = "MANIFEST.json";

@@ -41,6 +41,25 @@ pub struct ShardEntry {
     /// import knows before reading the records whether it needs a policy (format 1.1).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub multi_type_keys: u64,
+    /// Pika sources: where the database's binlog stood when the export began, so that
+    /// `kvferry follow` replays the writes made since from there (format 1.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_start: Option<BinlogPosition>,
+}
+
+/// A position in a Pika database's binlog, as `INFO replication` shows it
+/// (`db0:binlog_offset=FILENUM OFFSET`): the file `write2file<FILENUM>` and the byte offset in it
+/// where the next write goes (F-SNAP-3, format 1.2).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BinlogPosition {
+    pub filenum: u32,
+    pub offset: u64,
+}
+
+impl std::fmt::Display for BinlogPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.filenum, self.offset)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -679,6 +698,7 @@ impl ShardSink {
             raw_bytes: sum(|p| p.raw_bytes),
             keys_by_type: std::mem::take(&mut self.keys_by_type),
             multi_type_keys: self.multi_type_keys,
+            binlog_start: None,
             parts: std::mem::take(&mut self.parts),
         })
     }

@@ -18,7 +18,7 @@ use crate::format::snapshot::{write_manifest, Manifest, SnapshotOptions};
 use crate::format::{consts::MANIFEST_NAME, KeyType};
 use crate::interrupt::Interrupted;
 use crate::progress::{Mode, Progress};
-use crate::server::conn::redact;
+use crate::server::conn::{redact, ServerKind};
 use crate::server::endpoint::Endpoint;
 use crate::server::link::Link;
 use crate::server::throttle::Throttle;
@@ -210,19 +210,34 @@ impl SelectArgs {
 fn plan(a: &Args, endpoints: &[Endpoint]) -> anyhow::Result<Vec<PlannedShard>> {
     let mut shards = Vec::new();
     for (i, ep) in endpoints.iter().enumerate() {
-        let link = Link::open(ep)?;
-        let server = &link.server;
+        let mut link = Link::open(ep)?;
+        let server = link.server.clone();
         crate::note!(
             "{}: {} with {} databases",
             server.name,
             server.software(),
             server.databases.len()
         );
+        // Pika: where each database's binlog stands now, before any key is read, so that
+        // `kvferry follow` can replay every write made during and after the export.
+        let binlog = match server.kind {
+            ServerKind::Pika(..) => crate::source::pika::read_binlog_positions(&mut link.conn(&Throttle::new(None)))
+                .with_context(|| server.name.clone())?,
+            _ => Default::default(),
+        };
         for db in parse_dbs(&a.select.db, &server.databases).with_context(|| server.name.clone())? {
+            let binlog_start = binlog.get(&db).copied();
+            if matches!(server.kind, ServerKind::Pika(..)) && binlog_start.is_none() {
+                crate::note!(
+                    "{}: INFO replication shows no binlog position for db {db}: the snapshot cannot be followed (kvferry follow) from it",
+                    server.name
+                );
+            }
             shards.push(PlannedShard {
                 id: format!("src{i}-db{db}"),
                 source: i,
                 db,
+                binlog_start,
             });
         }
     }
@@ -351,7 +366,8 @@ fn run_export(a: Args) -> anyhow::Result<i32> {
     let mut errors = Vec::new();
     for (plan, r) in run.shards.iter().zip(results) {
         match r {
-            Ok((e, rep)) => {
+            Ok((mut e, rep)) => {
+                e.binlog_start = plan.binlog_start;
                 entries.push(e);
                 reports.push(rep);
             }

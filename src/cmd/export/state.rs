@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::format::snapshot::{ShardEntry, SinkCheckpoint};
+use crate::format::snapshot::{BinlogPosition, ShardEntry, SinkCheckpoint};
 use crate::source::{DbReport, Position};
 
 /// The run state file's name.
@@ -40,6 +40,10 @@ pub struct PlannedShard {
     /// Index into the sources.
     pub source: usize,
     pub db: u32,
+    /// A Pika source's binlog position for this database when the export began (read before
+    /// any shard started, and kept across resumes): the manifest's `binlog_start`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_start: Option<BinlogPosition>,
 }
 
 /// `kvferry-export.json`.
