@@ -66,7 +66,7 @@ pub enum Command {
     Import(Box<cmd::import::Args>),
     /// Prove that a server holds what a snapshot holds: every key's type, value and expiry.
     #[command(
-        after_help = "Examples:\n  kvferry verify /backups/snap --target redis://10.0.0.9:6666 --report diff.jsonl\n  kvferry verify /backups/snap --target redis://kvrocks:6666 --namespace-map 0=env:NS0_TOKEN --sample 0.01\n  kvferry verify /backups/snap --target redis://10.0.0.9:6666 --extra   # also keys the snapshot lacks\n  kvferry verify /backups/snap --source redis://10.0.0.5:9221          # drift of the source since the export\n\nUse the mapping options of the import. Keys that expired by now are expected to be absent. Big keys\nare compared part by part.\nExit code 0: identical. 1: differences (each named in the summary and --report). 2: could not verify."
+        after_help = "Examples:\n  kvferry verify /backups/snap --target redis://10.0.0.9:6666 --report diff.jsonl\n  kvferry verify /backups/snap --target redis://kvrocks:6666 --namespace-map 0=env:NS0_TOKEN --sample 0.01\n  kvferry verify /backups/snap --target redis://10.0.0.9:6666 --extra   # also keys the snapshot lacks\n  kvferry verify /backups/snap --source redis://10.0.0.5:9221          # drift of the source since the export\n  kvferry verify /backups/snap --source redis://pika:9221 --target redis://kvrocks:6666 --extra   # the target against the source now (after follow)\n\nUse the mapping options of the import. Keys that expired by now are expected to be absent. Big keys\nare compared part by part.\nExit code 0: identical. 1: differences (each named in the summary and --report). 2: could not verify."
     )]
     Verify(Box<cmd::verify::Args>),
     /// Export, import and verify as one pipeline: stream every key from source to target, with no files.
@@ -74,6 +74,11 @@ pub enum Command {
         after_help = "Examples:\n  kvferry migrate --source redis://10.0.0.5:9221 --target redis://10.0.0.9:6666 --dry-run\n  kvferry migrate --source redis://10.0.0.5:9221 --target redis://10.0.0.9:6666 --report migrate.json\n  kvferry migrate --source redis://pika:9221 --target redis://kvrocks:6666 --namespace-map 0=env:NS0_TOKEN,1=env:NS1_TOKEN\n  kvferry migrate --source redis://10.0.0.5:9221 --target redis://10.0.0.9:6666 --resume   # continue a killed or failed run\n  kvferry migrate --source redis://10.0.0.5:9221 --target redis://10.0.0.9:6666 --via /backups/snap   # keep a snapshot too\n  kvferry migrate --source redis://10.0.0.5:9221 --target redis://10.0.0.9:6666 --max-ops-per-sec 20000   # beside production traffic\n  kvferry migrate --source redis://10.0.0.5:9221 --target redis://10.0.0.9:6666 --max-latency-ms 5 --metrics-addr 127.0.0.1:9898\n\nEach source x database is a shard; records go from the source's reads to the target's writes\nwith the filters of export and the mapping and conflict rules of import. Checkpoints (every\n5 s, of what the target has acknowledged) are kept in --state DIR, by default under\n~/.local/state/kvferry; after a kill or an error, run the same command with --resume. At the\nend the source is read again and every key compared with the target (--no-verify skips it).\nExit code 0: every key written and verified. 1: some keys failed or differ (listed by name). 2: error."
     )]
     Migrate(Box<cmd::migrate::Args>),
+    /// Catch up with a Pika's writes since an export, by its binlog, for a cut-over of seconds.
+    #[command(
+        after_help = "Examples:\n  kvferry export --source redis://pika:9221 --out /backups/snap\n  kvferry import /backups/snap --target redis://kvrocks:6666\n  kvferry follow /backups/snap --source redis://pika:9221 --target redis://kvrocks:6666   # keeps up until stopped\n  # stop the application's writes, then:\n  kvferry follow /backups/snap --source redis://pika:9221 --target redis://kvrocks:6666 --resume --until-caught-up\n  kvferry verify /backups/snap --source redis://pika:9221   # then switch the application\n\nIt connects to the Pika's replication port (the main port + 2000) as a replication client,\nfrom each database's binlog position at the export's start (in the manifest), and copies again\nevery key the writes touched (deleted on the target when the source no longer has it). Rounds\nare acknowledged to the Pika, and checkpointed in --state DIR, only once their keys are written.\nUse the import's mapping and --multi-type.\nExit code 0: caught up (--until-caught-up). 1: caught up, some keys failed (listed by name).\n2: error (the binlog purged since the export, an unreachable Pika...). 130: interrupted."
+    )]
+    Follow(Box<cmd::follow::Args>),
     /// Summarise a snapshot: shards, keys per type and db, sizes, expiry, biggest keys.
     #[command(
         after_help = "Examples:\n  kvferry inspect /backups/pika-2026-11-24\n  kvferry inspect /backups/pika-2026-11-24 --json | jq .totals\n\nReads only the manifest and each file's header and trailer, so it is instant on any size.\nRun `kvferry check` to verify the data itself."
@@ -117,6 +122,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Import(a) => a.progress,
         Command::Verify(a) => a.progress,
         Command::Migrate(a) => a.progress,
+        Command::Follow(a) => a.progress,
         Command::Undo(a) => a.progress,
         _ => crate::progress::Mode::None,
     });
@@ -125,6 +131,7 @@ pub fn run() -> anyhow::Result<i32> {
         Command::Import(a) => cmd::import::run(*a),
         Command::Verify(a) => cmd::verify::run(*a),
         Command::Migrate(a) => cmd::migrate::run(*a),
+        Command::Follow(a) => cmd::follow::run(*a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Cat(a) => cmd::cat::run(a),
         Command::Check(a) => cmd::check::run(a),

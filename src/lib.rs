@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod follow;
 pub mod format;
 pub mod interrupt;
 pub mod metrics;

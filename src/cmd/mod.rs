@@ -4,6 +4,7 @@ pub mod cat;
 pub mod check;
 pub mod docs;
 pub mod export;
+pub mod follow;
 pub mod import;
 pub mod inspect;
 pub mod migrate;

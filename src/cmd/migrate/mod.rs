@@ -26,7 +26,7 @@ use crate::server::endpoint::Endpoint;
 use crate::server::link::Link;
 use crate::server::throttle::Throttle;
 use crate::source;
-use crate::source::{export_db, DbReport, Out, Position, ScanOptions};
+use crate::source::{DbReport, ScanOptions};
 use crate::target::dest::{
     check_writable, destinations, dialect_of, open_target, refuse_non_empty, Dest, Holder, MapArgs,
 };
@@ -549,29 +549,6 @@ fn write_report(
     std::fs::write(path, text).with_context(|| format!("{}: cannot write the report", path.display()))
 }
 
-/// An [`Out`] that hands records to the verify's sink.
-struct Feed<'s> {
-    sink: &'s mut (dyn FnMut(&crate::format::record::KeyRecord) -> anyhow::Result<()> + Send),
-}
-
-impl Out for Feed<'_> {
-    fn record(&mut self, r: &crate::format::record::KeyRecord) -> anyhow::Result<()> {
-        (self.sink)(r)
-    }
-    fn page(&mut self, _: u64, _: &Position, _: &DbReport, _: bool) -> anyhow::Result<()> {
-        if crate::interrupt::interrupted() {
-            return Err(Interrupted.into());
-        }
-        Ok(())
-    }
-    fn checkpoint_due(&self) -> bool {
-        false
-    }
-    fn start_over(&mut self) -> anyhow::Result<()> {
-        bail!("the source restarted during the verify: run the same command with --resume (nothing is written again) to verify again")
-    }
-}
-
 /// Reads the source again and compares every key with the target; returns the differences'
 /// exit code (0 none, 1 some).
 fn verify(
@@ -593,11 +570,7 @@ fn verify(
                 id: s.id.clone(),
                 keys: None,
                 dest: d.clone(),
-                feed: Box::new(move |sink| {
-                    let mut link = Link::open(ep)?;
-                    export_db(&mut link, throttle, db, scan, None, &mut Feed { sink })?;
-                    Ok(())
-                }),
+                feed: super::verify::source_feed(ep, db, scan, throttle),
             }
         })
         .collect();

@@ -21,12 +21,15 @@ use crate::format::reader::ReadMode;
 use crate::format::record::{KeyRecord, Record};
 use crate::format::snapshot::Snapshot;
 use crate::format::KeyType;
+use crate::interrupt::Interrupted;
 use crate::progress::{Mode, Progress, Task};
 use crate::server::conn::ServerKind;
+use crate::server::endpoint::Endpoint;
+use crate::server::link::Link;
 use crate::server::throttle::Throttle;
 use crate::source::list::Lister;
 use crate::source::pika::RangeLister;
-use crate::source::ScanOptions;
+use crate::source::{DbReport, Out, Position, ScanOptions};
 use crate::target::dest::{
     destinations, glob_escape, open_target, ClusterRoute, Dest, Holder, MapArgs, MultiType, Target,
 };
@@ -39,15 +42,11 @@ pub struct Args {
     /// The snapshot directory (the one holding MANIFEST.json).
     pub snapshot: PathBuf,
     /// The server an import wrote the snapshot to.
-    #[arg(
-        long,
-        required_unless_present = "source",
-        conflicts_with = "source",
-        value_name = "URL"
-    )]
+    #[arg(long, required_unless_present = "source", value_name = "URL")]
     pub target: Option<String>,
-    /// The server the snapshot was exported from: how far it has drifted since (databases map to
-    /// themselves).
+    /// The server the snapshot was exported from: alone, how far it has drifted since (databases
+    /// map to themselves); with --target, the target is compared with the source as it is now,
+    /// every key the source holds in the snapshot's databases (after `follow`, before a cut-over).
     #[arg(long, value_name = "URL")]
     pub source: Option<String>,
     /// Verify only this shard; repeatable.
@@ -105,6 +104,38 @@ pub(crate) struct Check {
 /// Hands every record of a shard, in order, to the sink it is given.
 pub(crate) type Feed<'f> =
     Box<dyn FnOnce(&mut (dyn FnMut(&KeyRecord) -> anyhow::Result<()> + Send)) -> anyhow::Result<()> + Send + 'f>;
+
+/// An [`Out`] that hands records to the verify's sink.
+pub(crate) struct SourceFeed<'s> {
+    sink: &'s mut (dyn FnMut(&crate::format::record::KeyRecord) -> anyhow::Result<()> + Send),
+}
+
+impl Out for SourceFeed<'_> {
+    fn record(&mut self, r: &crate::format::record::KeyRecord) -> anyhow::Result<()> {
+        (self.sink)(r)
+    }
+    fn page(&mut self, _: u64, _: &Position, _: &DbReport, _: bool) -> anyhow::Result<()> {
+        if crate::interrupt::interrupted() {
+            return Err(Interrupted.into());
+        }
+        Ok(())
+    }
+    fn checkpoint_due(&self) -> bool {
+        false
+    }
+    fn start_over(&mut self) -> anyhow::Result<()> {
+        bail!("the source restarted during the verify: run the same command with --resume (nothing is written again) to verify again")
+    }
+}
+
+/// The records of database `db` of the source at `ep`, read now (as export reads them).
+pub(crate) fn source_feed<'f>(ep: &'f Endpoint, db: u32, scan: &'f ScanOptions, throttle: &'f Throttle) -> Feed<'f> {
+    Box::new(move |sink| {
+        let mut link = Link::open(ep)?;
+        crate::source::export_db(&mut link, throttle, db, scan, None, &mut SourceFeed { sink })?;
+        Ok(())
+    })
+}
 
 /// A shard to verify: its records, how many keys it holds (for the progress), and where they
 /// went.
@@ -577,8 +608,24 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         (None, Some(s)) => (s.clone(), "source"),
         (None, None) => unreachable!("BUG: clap requires one of them"),
     };
+    // Both: the target against the source as it is now.
+    let live = match (&a.target, &a.source) {
+        (Some(_), Some(s)) => {
+            let ep = a.connect.endpoints(std::slice::from_ref(s))?.remove(0);
+            let caches = crate::source::pika_cache::Sources::open(std::slice::from_ref(&ep), a.connect.pika_cache_off)?;
+            let select = crate::cmd::export::SelectArgs {
+                db: "all".into(),
+                pattern: None,
+                types: Vec::new(),
+                exclude_prefix: Vec::new(),
+                skip_unknown_types: false,
+            };
+            Some((ep, caches, select.scan_options(a.max_ops_per_sec, a.connections)?))
+        }
+        _ => None,
+    };
     // Against the source, databases map to themselves.
-    let map = if a.source.is_some() {
+    let map = if a.source.is_some() && live.is_none() {
         let dbs: std::collections::BTreeSet<u32> = shards.iter().map(|&i| snap.manifest.shards[i].db).collect();
         MapArgs {
             db_map: Some(dbs.iter().map(|d| format!("{d}={d}")).collect::<Vec<_>>().join(",")),
@@ -604,17 +651,24 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         parallel: a.parallel as usize,
         connections: a.connections as usize,
     };
+    let throttle = Arc::new(Throttle::new(a.max_ops_per_sec));
     let list = shards
         .iter()
         .zip(dests)
         .map(|(&si, dest)| Shard {
             id: snap.manifest.shards[si].id.clone(),
-            keys: Some(snap.manifest.shards[si].keys),
+            keys: if live.is_some() {
+                None
+            } else {
+                Some(snap.manifest.shards[si].keys)
+            },
             dest,
-            feed: snapshot_feed(&snap, si),
+            feed: match &live {
+                Some((ep, _, scan)) => source_feed(ep, snap.manifest.shards[si].db, scan, &throttle),
+                None => snapshot_feed(&snap, si),
+            },
         })
         .collect();
-    let throttle = Arc::new(Throttle::new(a.max_ops_per_sec));
     let watched = vec![Watched {
         role,
         endpoint: &target.probe,
@@ -630,7 +684,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         a.progress,
         a.report.as_deref(),
         a.connect.pika_cache_off,
-        "the snapshot",
+        if live.is_some() { "the source" } else { "the snapshot" },
     )?;
     watch.print_summary();
     Ok(code)

@@ -1,0 +1,527 @@
+//! `kvferry follow`: after an export and its import, the writes the source took are caught up
+//! on the target, key by key.
+//!
+//! - With Redis standing in (CI): the binlog items, in the forms Pika logs them (`pksetexat`,
+//!   `expireat`, one `del` per key...), come from a file (`--binlog-file`), and the keys they
+//!   touched are copied again from the Redis source: the decoding, the command table, the copy,
+//!   the deletes, the checkpoint and `--resume` are all exercised.
+//! - With a real Pika (`KVFERRY_TEST_PIKA`): the binlog comes from Pika's replication port, with
+//!   writes of every type during the export and during the follow; a kill -9 of follow, a
+//!   restart of Pika, and a binlog purged past the snapshot are tested there. Without Pika those
+//!   tests print that they did not run.
+
+mod support;
+
+use std::path::Path;
+
+use redis::Commands;
+use serde_json::Value as J;
+use support::compare::assert_same;
+use support::{kvferry, text, Kind, Server};
+
+fn pika() -> bool {
+    std::env::var_os("KVFERRY_TEST_PIKA").is_some()
+}
+
+/// A binlog item as Pika's master sends it: the 34-byte header, then the command as RESP.
+fn item(args: &[&[u8]]) -> Vec<u8> {
+    let mut content = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        content.extend(format!("${}\r\n", a.len()).bytes());
+        content.extend_from_slice(a);
+        content.extend_from_slice(b"\r\n");
+    }
+    let mut b = Vec::new();
+    b.extend(1u16.to_le_bytes());
+    b.extend(1_764_000_000u32.to_le_bytes());
+    b.extend(0u32.to_le_bytes());
+    b.extend(7u64.to_le_bytes());
+    b.extend(0u32.to_le_bytes());
+    b.extend(0u64.to_le_bytes());
+    b.extend((content.len() as u32).to_le_bytes());
+    b.extend(content);
+    b
+}
+
+/// Appends items of db 0 to a `--binlog-file`, each ending at `offset` 100, 200, ... after `from`.
+fn append_items(path: &Path, from: u64, items: &[Vec<u8>]) -> u64 {
+    let mut b = std::fs::read(path).unwrap_or_default();
+    let mut end = from;
+    for it in items {
+        end += 100;
+        b.extend(0u32.to_le_bytes());
+        b.extend(0u32.to_le_bytes());
+        b.extend(end.to_le_bytes());
+        b.extend((it.len() as u32).to_le_bytes());
+        b.extend(it);
+    }
+    std::fs::write(path, b).unwrap();
+    end
+}
+
+fn export(s: &Server, out: &Path) {
+    let o = kvferry(&[
+        "export",
+        "--source",
+        &s.url(),
+        "--db",
+        "0",
+        "--progress",
+        "none",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+fn import(out: &Path, t: &Server) {
+    let o = kvferry(&[
+        "import",
+        out.to_str().unwrap(),
+        "--target",
+        &t.url(),
+        "--progress",
+        "none",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+/// On Redis there is no binlog: the test gives the snapshot the position a Pika export records.
+fn give_binlog_start(out: &Path) {
+    let path = out.join("MANIFEST.json");
+    let mut m: J = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    m["shards"][0]["binlog_start"] = serde_json::json!({"filenum": 0, "offset": 0});
+    std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+}
+
+#[test]
+fn writes_after_the_export_are_copied_key_by_key_from_a_binlog_file() {
+    let s = Server::start(Kind::Redis, &[]);
+    let t = Server::start(Kind::Redis, &[]);
+    let mut c = s.conn();
+    let _: () = c.set("counter", 10).unwrap();
+    let _: () = c.rpush("list", &["a", "b"]).unwrap();
+    let _: () = c.hset("h", "f", "1").unwrap();
+    let _: () = c.set("doomed", "x").unwrap();
+    let _: () = c.set("retyped", "a string").unwrap();
+    let _: () = c.set("untouched", "same").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    export(&s, &out);
+    give_binlog_start(&out);
+    import(&out, &t);
+    // Writes after the export, and the items Pika would log for them.
+    let _: i64 = c.incr("counter", 5).unwrap();
+    let _: () = c.rpush("list", "c").unwrap();
+    let _: () = c.hset("h", "g", "2").unwrap();
+    let _: () = c.del("doomed").unwrap();
+    let _: () = c.del("retyped").unwrap();
+    let _: () = c.sadd("retyped", &["now", "a", "set"]).unwrap();
+    let _: () = c.set_ex("new", "with a ttl", 3600).unwrap();
+    let _: () = c.zadd("z", "m", 1.5).unwrap();
+    let binlog = dir.path().join("binlog");
+    let end = append_items(
+        &binlog,
+        0,
+        &[
+            item(&[b"pksetexat", b"counter", b"0", b"15"]),
+            item(&[b"RPUSH", b"list", b"c"]),
+            item(&[b"hset", b"h", b"g", b"2"]),
+            item(&[b"del", b"doomed"]),
+            item(&[b"del", b"retyped"]),
+            item(&[b"sadd", b"retyped", b"now", b"a", b"set"]),
+            item(&[b"pksetexat", b"new", b"1764003600", b"with a ttl"]),
+            item(&[b"zadd", b"z", b"1.5", b"m"]),
+            item(&[b"sunion", b"h", b"list"]),
+        ],
+    );
+    let state = dir.path().join("state");
+    let report = dir.path().join("follow.json");
+    let (su, tu) = (s.url(), t.url());
+    let follow = |extra: &[&str]| {
+        let mut args = vec![
+            "follow",
+            out.to_str().unwrap(),
+            "--source",
+            &su,
+            "--target",
+            &tu,
+            "--binlog-file",
+            binlog.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--until-caught-up",
+            "--progress",
+            "none",
+            "--report",
+            report.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        kvferry(&args)
+    };
+    let o = follow(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("9 binlog items applied"), "{}", text(&o));
+    assert_same(&s, 0, &t, 0);
+    let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["caught_up"], true);
+    assert_eq!(r["deleted"], 1, "doomed: {r}");
+    assert_eq!(r["copied"], 6, "the 7 keys touched but doomed: {r}");
+    assert_eq!(r["positions"]["0"], serde_json::json!({"filenum": 0, "offset": end}));
+    // The checkpoint is there: a second run without --resume refuses; with it, only the items
+    // after the checkpoint are applied.
+    let o = follow(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--resume"), "{}", text(&o));
+    let _: i64 = c.lpush("list", "first").unwrap();
+    append_items(&binlog, end, &[item(&[b"lpush", b"list", b"first"])]);
+    let o = follow(&["--resume"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("1 binlog item applied"), "{}", text(&o));
+    assert_same(&s, 0, &t, 0);
+    let untouched: String = t.conn().get("untouched").unwrap();
+    assert_eq!(untouched, "same");
+    // verify --source --target compares the target with the source as it is now.
+    let verify = || {
+        kvferry(&[
+            "verify",
+            out.to_str().unwrap(),
+            "--source",
+            &su,
+            "--target",
+            &tu,
+            "--extra",
+            "--progress",
+            "none",
+        ])
+    };
+    let o = verify();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let _: () = c.set("untouched", "changed at the source").unwrap();
+    let _: () = t.conn().set("only-on-target", "x").unwrap();
+    let o = verify();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("\"untouched\"") && text(&o).contains("only-on-target"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A command kvferry does not know stops the follow and names it: its write is never skipped
+/// silently. A flush of the source empties the target's database (only it) and the keys written
+/// after it are copied.
+#[test]
+fn an_unknown_command_stops_by_name_and_a_flush_empties_the_destination() {
+    let s = Server::start(Kind::Redis, &[]);
+    let t = Server::start(Kind::Redis, &[]);
+    let mut c = s.conn();
+    let _: () = c.set("a", "1").unwrap();
+    let _: () = c.set("b", "2").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    export(&s, &out);
+    give_binlog_start(&out);
+    import(&out, &t);
+    let mut tc = t.conn();
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut tc).unwrap();
+    let _: () = tc.set("other-db", "kept").unwrap();
+    let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
+    let _: () = c.set("c", "after the flush").unwrap();
+    let binlog = dir.path().join("binlog");
+    append_items(
+        &binlog,
+        0,
+        &[item(&[b"flushdb"]), item(&[b"set", b"c", b"after the flush"])],
+    );
+    let run = |state: &str| {
+        kvferry(&[
+            "follow",
+            out.to_str().unwrap(),
+            "--source",
+            &s.url(),
+            "--target",
+            &t.url(),
+            "--binlog-file",
+            binlog.to_str().unwrap(),
+            "--state",
+            dir.path().join(state).to_str().unwrap(),
+            "--until-caught-up",
+            "--progress",
+            "none",
+        ])
+    };
+    let o = run("s1");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_same(&s, 0, &t, 0);
+    let kept: String = tc.get("other-db").unwrap();
+    assert_eq!(kept, "kept", "another database is not touched");
+    std::fs::remove_file(&binlog).unwrap();
+    append_items(&binlog, 0, &[item(&[b"brandnewcmd", b"k", b"v"])]);
+    let o = run("s2");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("`brandnewcmd`") && text(&o).contains("does not know"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A snapshot without binlog positions (from Redis, or an older kvferry) is refused, saying
+/// why; so is a source that is not Pika when the real binlog is asked for.
+#[test]
+fn follow_needs_a_pika_snapshot_and_a_pika_source() {
+    let s = Server::start(Kind::Redis, &[]);
+    let t = Server::start(Kind::Redis, &[]);
+    let _: () = s.conn().set("a", "1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    export(&s, &out);
+    let args = |out: &Path| {
+        kvferry(&[
+            "follow",
+            out.to_str().unwrap(),
+            "--source",
+            &s.url(),
+            "--target",
+            &t.url(),
+            "--state",
+            dir.path().join("st").to_str().unwrap(),
+        ])
+    };
+    let o = args(&out);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("binlog_start"), "{}", text(&o));
+    give_binlog_start(&out);
+    let o = args(&out);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("not Pika"), "{}", text(&o));
+}
+
+// ----- against a real Pika -----
+
+fn skip(name: &str) -> bool {
+    if !pika() {
+        eprintln!("{name}: did not run: it needs a real Pika (KVFERRY_TEST_PIKA=/path/to/pika)");
+        return true;
+    }
+    false
+}
+
+/// Writes of every type (and deletes, expiries) made during the export and after it are all on
+/// the target once follow has caught up, compared key by key.
+#[test]
+fn pika_writes_during_and_after_the_export_are_caught_up() {
+    if skip("pika_writes_during_and_after_the_export_are_caught_up") {
+        return;
+    }
+    let s = Server::start(Kind::Pika, &[]);
+    let t = Server::target();
+    let mut c = s.conn();
+    for i in 0..3000 {
+        let _: () = c.set(format!("s{i}"), i).unwrap();
+    }
+    let _: () = c.rpush("list", &["a", "b"]).unwrap();
+    let _: () = c.hset("h", "f", "1").unwrap();
+    let _: () = c.set("doomed", "x").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    // A writer runs during the whole export: counters, lists, hashes, sets, deletes.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, mut w) = (stop.clone(), s.conn());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 200 {
+                let _: i64 = w.incr(format!("s{}", n % 3000), 1).unwrap();
+                let _: () = w.rpush(format!("during:list{}", n % 7), n).unwrap();
+                let _: () = w.hset("during:h", format!("f{}", n % 50), n).unwrap();
+                let _: () = w.sadd(format!("during:set{}", n % 5), n % 13).unwrap();
+                if n % 10 == 0 {
+                    let _: () = w.del(format!("s{}", (n * 7) % 3000)).unwrap();
+                }
+                n += 1;
+            }
+            n
+        })
+    };
+    export(&s, &out);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert!(written >= 200, "{written} rounds of writes during the export");
+    import(&out, &t);
+    // After the export: every type, non-idempotent writes, deletes, expiries.
+    let _: i64 = c.incr("s1", 100).unwrap();
+    let _: () = c.rpush("list", "c").unwrap();
+    let _: () = c.hset("h", "g", "2").unwrap();
+    let _: () = c.del("doomed").unwrap();
+    let _: () = c.sadd("set", &["x", "y"]).unwrap();
+    let _: () = c.zadd("z", "m", 2.5).unwrap();
+    let _: () = c.set_ex("ttl", "v", 3600).unwrap();
+    let _: () = c.expire("s2", 7200).unwrap();
+    let _: () = c.mset(&[("m1", "1"), ("m2", "2")]).unwrap();
+    let o = kvferry(&[
+        "follow",
+        out.to_str().unwrap(),
+        "--source",
+        &s.url(),
+        "--target",
+        &t.url(),
+        "--state",
+        dir.path().join("st").to_str().unwrap(),
+        "--until-caught-up",
+        "--progress",
+        "none",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_same(&s, 0, &t, 0);
+}
+
+/// The follow command's arguments against a Pika, with `extra`.
+fn follow_args(out: &Path, s: &Server, t: &Server, state: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "follow".into(),
+        out.to_string_lossy().into_owned(),
+        "--source".into(),
+        s.url(),
+        "--target".into(),
+        t.url(),
+        "--state".into(),
+        state.to_string_lossy().into_owned(),
+        "--progress".into(),
+        "none".into(),
+    ];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn spawn_follow(args: &[String]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Items the follow's checkpoint has applied.
+fn applied(state: &Path) -> u64 {
+    std::fs::read(state.join("follow.json"))
+        .ok()
+        .and_then(|t| serde_json::from_slice::<J>(&t).ok())
+        .and_then(|j| j["items"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Waits (polling, up to 60 s) until `f` holds.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(20)); // polling interval
+    }
+}
+
+/// kill -9 of a follow that is keeping up, writes meanwhile, then `--resume`: every write is on
+/// the target; and a restart of the Pika during a follow: it reconnects and catches up.
+#[test]
+fn pika_follow_survives_kill_9_and_a_restart_of_pika() {
+    if skip("pika_follow_survives_kill_9_and_a_restart_of_pika") {
+        return;
+    }
+    let mut s = Server::start(Kind::Pika, &[]);
+    let t = Server::target();
+    let mut c = s.conn();
+    for i in 0..200 {
+        let _: () = c.set(format!("k{i}"), i).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    export(&s, &out);
+    import(&out, &t);
+    let state = dir.path().join("st");
+    let mut child = spawn_follow(&follow_args(&out, &s, &t, &state, &[]));
+    for i in 0..300 {
+        let _: i64 = c.incr(format!("k{}", i % 50), 1).unwrap();
+        let _: () = c.rpush("log", i).unwrap();
+    }
+    wait_until("the follow applies items", || applied(&state) > 0);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for i in 0..100 {
+        let _: () = c.hset("h", format!("f{i}"), i).unwrap();
+    }
+    let _: () = c.del("k3").unwrap();
+    // Resumed, it keeps up; the Pika restarts under it; more writes after the restart.
+    let mut child = spawn_follow(&follow_args(&out, &s, &t, &state, &["--resume"]));
+    let tc = &mut t.conn();
+    wait_until("the writes during the kill are on the target", || {
+        tc.hlen::<_, u64>("h").unwrap_or(0) == 100
+    });
+    drop(c);
+    s.restart();
+    let mut c = s.conn();
+    let _: () = c.set("after-restart", "yes").unwrap();
+    let _: () = c.sadd("set", &["a", "b"]).unwrap();
+    wait_until("the writes after the restart are on the target", || {
+        tc.exists::<_, bool>("set").unwrap_or(false)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = kvferry(
+        &follow_args(&out, &s, &t, &state, &["--resume", "--until-caught-up"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_same(&s, 0, &t, 0);
+    s.assert_alive();
+}
+
+/// A binlog purged past the snapshot's position is a clear error that says how to keep it.
+#[test]
+fn pika_binlog_purged_since_the_export_is_a_clear_error() {
+    if skip("pika_binlog_purged_since_the_export_is_a_clear_error") {
+        return;
+    }
+    // Small binlog files, so that a few KiB of writes fill more files than Pika keeps.
+    let s = Server::start(Kind::Pika, &[("binlog-file-size", "1024")]);
+    let t = Server::target();
+    let mut c = s.conn();
+    let _: () = c.set("a", "1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    export(&s, &out);
+    import(&out, &t);
+    let big = "x".repeat(900);
+    for i in 0..40 {
+        let _: () = c.set(format!("fill{i}"), &big).unwrap();
+    }
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap();
+    let filenum: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("db0:binlog_offset="))
+        .and_then(|v| v.split(' ').next())
+        .and_then(|f| f.parse().ok())
+        .unwrap();
+    assert!(filenum > 20, "the writes filled {filenum} binlog files");
+    let _: redis::Value = redis::cmd("PURGELOGSTO")
+        .arg(format!("write2file{}", filenum - 12))
+        .arg("db0")
+        .query(&mut c)
+        .unwrap();
+    let o = kvferry(
+        &follow_args(&out, &s, &t, &dir.path().join("st"), &["--until-caught-up"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("purged its binlog") && text(&o).contains("expire-logs-nums"),
+        "{}",
+        text(&o)
+    );
+}
