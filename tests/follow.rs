@@ -395,12 +395,14 @@ fn follow_args(out: &Path, s: &Server, t: &Server, state: &Path, extra: &[&str])
     a
 }
 
-fn spawn_follow(args: &[String]) -> std::process::Child {
+/// Starts a follow in the background, its output into `log` (appended).
+fn spawn_follow(args: &[String], log: &Path) -> std::process::Child {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_kvferry"))
         .env("XDG_STATE_HOME", support::state_home())
         .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
         .spawn()
         .unwrap()
 }
@@ -414,11 +416,15 @@ fn applied(state: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits (polling, up to 60 s) until `f` holds.
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+/// Waits (polling, up to 60 s) until `f` holds; else fails with the follow's output in `log`.
+fn wait_until(what: &str, log: &Path, mut f: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !f() {
-        assert!(std::time::Instant::now() < deadline, "{what}: not within 60 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 60 s; the follow said:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
         std::thread::sleep(std::time::Duration::from_millis(20)); // polling interval
     }
 }
@@ -441,12 +447,13 @@ fn pika_follow_survives_kill_9_and_a_restart_of_pika() {
     export(&s, &out);
     import(&out, &t);
     let state = dir.path().join("st");
-    let mut child = spawn_follow(&follow_args(&out, &s, &t, &state, &[]));
+    let log = dir.path().join("follow.log");
+    let mut child = spawn_follow(&follow_args(&out, &s, &t, &state, &[]), &log);
     for i in 0..300 {
         let _: i64 = c.incr(format!("k{}", i % 50), 1).unwrap();
         let _: () = c.rpush("log", i).unwrap();
     }
-    wait_until("the follow applies items", || applied(&state) > 0);
+    wait_until("the follow applies items", &log, || applied(&state) > 0);
     child.kill().unwrap();
     child.wait().unwrap();
     for i in 0..100 {
@@ -454,9 +461,9 @@ fn pika_follow_survives_kill_9_and_a_restart_of_pika() {
     }
     let _: () = c.del("k3").unwrap();
     // Resumed, it keeps up; the Pika restarts under it; more writes after the restart.
-    let mut child = spawn_follow(&follow_args(&out, &s, &t, &state, &["--resume"]));
+    let mut child = spawn_follow(&follow_args(&out, &s, &t, &state, &["--resume"]), &log);
     let tc = &mut t.conn();
-    wait_until("the writes during the kill are on the target", || {
+    wait_until("the writes during the kill are on the target", &log, || {
         tc.hlen::<_, u64>("h").unwrap_or(0) == 100
     });
     drop(c);
@@ -464,7 +471,7 @@ fn pika_follow_survives_kill_9_and_a_restart_of_pika() {
     let mut c = s.conn();
     let _: () = c.set("after-restart", "yes").unwrap();
     let _: () = c.sadd("set", &["a", "b"]).unwrap();
-    wait_until("the writes after the restart are on the target", || {
+    wait_until("the writes after the restart are on the target", &log, || {
         tc.exists::<_, bool>("set").unwrap_or(false)
     });
     child.kill().unwrap();
@@ -496,7 +503,7 @@ fn pika_binlog_purged_since_the_export_is_a_clear_error() {
     export(&s, &out);
     import(&out, &t);
     let big = "x".repeat(900);
-    for i in 0..40 {
+    for i in 0..60 {
         let _: () = c.set(format!("fill{i}"), &big).unwrap();
     }
     let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap();

@@ -24,7 +24,7 @@ use crate::format::snapshot::{BinlogPosition, Snapshot};
 use crate::progress::Mode;
 use crate::server::conn::{connect, ServerKind};
 use crate::server::endpoint::{ConnectArgs, Endpoint};
-use crate::server::link::Link;
+use crate::server::link::{is_connection_error, Link};
 use crate::server::throttle::Throttle;
 use crate::target::dest::{destinations, dialect_of, glob_escape, open_target, Dest, Holder, MapArgs, MultiType};
 
@@ -642,37 +642,60 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 Feed::File(_) => break Err(e),
             }
         }
-        // Copy the round's keys, then acknowledge it and move the checkpoint.
-        let copy = (|| -> anyhow::Result<()> {
-            for (db, d) in &mut dirty {
-                let (conn, dest) = conns.get_mut(db).expect("BUG: a destination per followed db");
-                if d.flushed {
-                    let n = delete_all(conn, dest, &throttle)?;
-                    crate::note!("{name} db {db} was flushed: {n} keys deleted on {}", dest.describe);
+        // Copy the round's keys, then acknowledge it and move the checkpoint. A lost connection
+        // to either server (a restart, a network cut) is re-established and the round copied
+        // again: a copy deletes and rewrites, so doing it twice changes nothing.
+        let mut attempts = 0;
+        let copy = loop {
+            let r = (|| -> anyhow::Result<()> {
+                for (db, d) in &mut dirty {
+                    let (conn, dest) = conns.get_mut(db).expect("BUG: a destination per followed db");
+                    if d.flushed {
+                        let n = delete_all(conn, dest, &throttle)?;
+                        crate::note!("{name} db {db} was flushed: {n} keys deleted on {}", dest.describe);
+                    }
+                    for p in std::mem::take(&mut d.patterns) {
+                        d.keys.extend(matching(conn, dest, &p)?);
+                    }
+                    let (kept, _) = crate::source::list::filter(d.keys.iter().cloned().collect(), &scan, true);
+                    let keys: BTreeSet<Vec<u8>> = kept.into_iter().collect();
+                    let feed_ref = &mut feed;
+                    let mut tick = || feed_ref.ping();
+                    copy_keys(
+                        &mut source,
+                        &throttle,
+                        *db,
+                        &scan,
+                        &keys,
+                        conn,
+                        dest,
+                        dialect,
+                        a.multi_type,
+                        &mut state.copied,
+                        &mut tick,
+                    )?;
                 }
-                for p in std::mem::take(&mut d.patterns) {
-                    d.keys.extend(matching(conn, dest, &p)?);
+                Ok(())
+            })();
+            match r {
+                Err(e) if is_connection_error(&e) && attempts < 5 => {
+                    attempts += 1;
+                    crate::note!("{e:#}; reconnecting and copying the round again");
+                    source.recover()?;
+                    for (db, (conn, dest)) in conns.iter_mut() {
+                        if redis::cmd("PING").query::<String>(conn).is_err() {
+                            let mut c = crate::server::conn::connect(&dest.lane.endpoint, Duration::from_secs(10))
+                                .with_context(|| format!("the target for db {db}"))?;
+                            if let Some(n) = dest.lane.db {
+                                redis::cmd("SELECT").arg(n).query::<()>(&mut c)?;
+                            }
+                            *conn = c;
+                        }
+                    }
                 }
-                let (kept, _) = crate::source::list::filter(d.keys.iter().cloned().collect(), &scan, true);
-                let keys: BTreeSet<Vec<u8>> = kept.into_iter().collect();
-                let feed_ref = &mut feed;
-                let mut tick = || feed_ref.ping();
-                copy_keys(
-                    &mut source,
-                    &throttle,
-                    *db,
-                    &scan,
-                    &keys,
-                    conn,
-                    dest,
-                    dialect,
-                    a.multi_type,
-                    &mut state.copied,
-                    &mut tick,
-                )?;
+                other => break other,
             }
-            Ok(())
-        })();
+        };
         if let Err(e) = copy {
             break Err(e.context(format!(
                 "the follow stopped at its checkpoint ({}); fix the cause and run the same command with --resume",
@@ -699,7 +722,14 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         // Where the master is, and whether everything is on the target.
         let idle = round.is_empty();
         if idle || last_status.elapsed() >= status_every {
-            master = master_positions(&feed, &mut source)?;
+            master = match master_positions(&feed, &mut source) {
+                Ok(m) => m,
+                Err(e) if is_connection_error(&e) => {
+                    source.recover()?;
+                    master_positions(&feed, &mut source)?
+                }
+                Err(e) => return Err(e),
+            };
         }
         let behind: u64 = state
             .positions

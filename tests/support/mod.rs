@@ -157,6 +157,19 @@ impl Server {
             Kind::Kvrocks => format!("bind 127.0.0.1\nport {port}\ndir {d}/data\nlog-dir {d}\n"),
         };
         let sep = if kind == Kind::Pika { " : " } else { " " };
+        // Pika takes the first line of a name: the stock line of a name given here goes.
+        let text = if kind == Kind::Pika {
+            text.lines()
+                .filter(|l| {
+                    !extra
+                        .iter()
+                        .any(|(k, _)| l.split(':').next().is_some_and(|n| n.trim() == *k))
+                })
+                .map(|l| format!("{l}\n"))
+                .collect()
+        } else {
+            text
+        };
         let text = extra.iter().fold(text, |t, (k, v)| format!("{t}{k}{sep}{v}\n"));
         std::fs::write(&conf, text).unwrap();
         let mut cmd = Command::new(&bin);
