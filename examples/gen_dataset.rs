@@ -20,7 +20,8 @@
 //! `--no-streams` puts strings where the streams were (50% strings) and leaves out the big
 //! stream: the mix that tools without streams (Pika 3.x, redis-dump-load) can hold. `--binary`
 //! makes every value and element bytes 0-255 (key names, hash fields and scores stay text): the
-//! case of serialised objects, which tools that go through JSON or text cannot hold.
+//! case of serialised objects, which tools that go through JSON or text cannot hold. `--hmset`
+//! writes hashes with HMSET (Pika's HSET takes one field).
 
 use std::io::{BufWriter, Write};
 
@@ -98,9 +99,19 @@ struct Opts {
     seed: u64,
     streams: bool,
     binary: bool,
+    hmset: bool,
 }
 
 impl Opts {
+    /// The command that sets several hash fields: HSET, or HMSET for Pika (its HSET takes one).
+    fn hset(&self) -> &'static [u8] {
+        if self.hmset {
+            b"HMSET"
+        } else {
+            b"HSET"
+        }
+    }
+
     /// A value of `n` bytes, text or binary as the options say.
     fn value(&self, rng: &mut Rng, n: usize) -> Vec<u8> {
         if self.binary {
@@ -117,7 +128,7 @@ fn parse() -> Result<Opts, String> {
         Some("load") => false,
         Some("reads") => true,
         _ => return Err(
-            "usage: gen_dataset load|reads [--keys N] [--big M] [--hash-bytes B] [--seed S] [--no-streams] [--binary]"
+            "usage: gen_dataset load|reads [--keys N] [--big M] [--hash-bytes B] [--seed S] [--no-streams] [--binary] [--hmset]"
                 .into(),
         ),
     };
@@ -129,6 +140,7 @@ fn parse() -> Result<Opts, String> {
         seed: 1,
         streams: true,
         binary: false,
+        hmset: false,
     };
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -138,6 +150,10 @@ fn parse() -> Result<Opts, String> {
             }
             "--binary" => {
                 o.binary = true;
+                continue;
+            }
+            "--hmset" => {
+                o.hmset = true;
                 continue;
             }
             _ => {}
@@ -170,7 +186,7 @@ fn small_key(out: &mut impl Write, rng: &mut Rng, i: u64, o: &Opts) -> std::io::
         }
         (Kind::Hash, false) => {
             let e = elements();
-            let mut a: Vec<&[u8]> = vec![b"HSET", k];
+            let mut a: Vec<&[u8]> = vec![o.hset(), k];
             let fields: Vec<Vec<u8>> = (0..e.len()).map(|j| format!("f{j}").into_bytes()).collect();
             for (f, v) in fields.iter().zip(&e) {
                 a.push(f);
@@ -251,7 +267,7 @@ fn big_keys(out: &mut impl Write, rng: &mut Rng, m: u64, o: &Opts) -> std::io::R
         let scores: Vec<Vec<u8>> = (start..end)
             .map(|j| format!("{}", j as f64 / 7.0).into_bytes())
             .collect();
-        let mut h: Vec<&[u8]> = vec![b"HSET", b"big:hash"];
+        let mut h: Vec<&[u8]> = vec![o.hset(), b"big:hash"];
         let mut z: Vec<&[u8]> = vec![b"ZADD", b"big:zset"];
         for ((mb, v), s) in members.iter().zip(&values).zip(&scores) {
             h.extend([mb.as_slice(), v.as_slice()]);

@@ -249,6 +249,9 @@ impl Feed {
                 r.ack(b.db, b.first, b.last)?;
             }
             p.last_ping = Instant::now();
+            // The master sends nothing while a round is unacknowledged: its silence counts from
+            // here, not from the round's last item.
+            p.last_heard = Instant::now();
         }
         Ok(())
     }

@@ -45,6 +45,8 @@ const PIKA_TYPES: [KeyType; 5] = [
 struct KeysLister<'k> {
     keys: &'k [Vec<u8>],
     pika: bool,
+    /// Pika 4: one type per key, so EXISTS, TYPE and XLEN tell it.
+    one_type: bool,
     opts: &'k ScanOptions,
     pages: Option<std::vec::IntoIter<Page>>,
 }
@@ -57,8 +59,50 @@ fn at() -> Position {
 }
 
 impl KeysLister<'_> {
-    /// Which of the keys exist under each type (Pika).
+    /// Pika 4 (one type per key): EXISTS (0 for a deleted collection, whose TYPE still answers
+    /// until compaction), TYPE, and XLEN for streams (which TYPE does not name, and a deleted
+    /// one answers EXISTS 1 with no entries). Three commands per key, pipelined; a range scan from
+    /// the key to itself, per type, costs Pika a scan of the keys after it when the type has none.
+    fn by_type_4(&self, conn: &mut dyn ConnectionLike) -> anyhow::Result<Vec<Page>> {
+        let mut found: Vec<Vec<Vec<u8>>> = vec![Vec::new(); PIKA_TYPES.len() + 1];
+        for chunk in self.keys.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for k in chunk {
+                pipe.cmd("EXISTS").arg(k).cmd("TYPE").arg(k).cmd("XLEN").arg(k);
+            }
+            let replies = conn
+                .req_packed_commands(&pipe.get_packed_pipeline(), 0, 3 * chunk.len())
+                .context("EXISTS / TYPE / XLEN of the touched keys")?;
+            if replies.len() != 3 * chunk.len() {
+                bail!("{} replies to {} commands", replies.len(), 3 * chunk.len());
+            }
+            for (k, r) in chunk.iter().zip(replies.chunks(3)) {
+                if matches!(r[2], redis::Value::Int(n) if n > 0) {
+                    found[PIKA_TYPES.len()].push(k.clone());
+                    continue;
+                }
+                if !matches!(r[0], redis::Value::Int(n) if n > 0) {
+                    continue; // gone
+                }
+                let ty = match &r[1] {
+                    redis::Value::SimpleString(t) => t.clone(),
+                    redis::Value::BulkString(t) => String::from_utf8_lossy(t).into_owned(),
+                    _ => String::new(),
+                };
+                if let Some(i) = PIKA_TYPES.iter().position(|t| t.name() == ty) {
+                    found[i].push(k.clone());
+                }
+            }
+        }
+        Ok(self.pages_of(found))
+    }
+
+    /// Which of the keys exist under each type (Pika 3, where a name can hold several: a range
+    /// scan per type from the key to itself, and XLEN for streams).
     fn by_type(&self, conn: &mut dyn ConnectionLike) -> anyhow::Result<Vec<Page>> {
+        if self.one_type {
+            return self.by_type_4(conn);
+        }
         let mut found: Vec<Vec<Vec<u8>>> = vec![Vec::new(); PIKA_TYPES.len() + 1];
         for chunk in self.keys.chunks(200) {
             let mut pipe = redis::pipe();
@@ -68,36 +112,11 @@ impl KeysLister<'_> {
                 }
                 pipe.cmd("XLEN").arg(k);
             }
-            let replies: Vec<redis::Value> = pipe
-                .query(conn)
-                .or_else(|e| {
-                    // XLEN of a key of another type is WRONGTYPE on Pika 4: ask one by one.
-                    if e.kind() == redis::ErrorKind::ResponseError {
-                        let mut v = Vec::new();
-                        for k in chunk {
-                            for t in PIKA_TYPES {
-                                v.push(
-                                    redis::cmd("PKSCANRANGE")
-                                        .arg(t.name())
-                                        .arg(k)
-                                        .arg(k)
-                                        .arg("LIMIT")
-                                        .arg(1)
-                                        .query(conn)?,
-                                );
-                            }
-                            v.push(
-                                redis::cmd("XLEN")
-                                    .arg(k)
-                                    .query::<redis::Value>(conn)
-                                    .unwrap_or(redis::Value::Int(0)),
-                            );
-                        }
-                        Ok(v)
-                    } else {
-                        Err(e)
-                    }
-                })
+            // Replies come back whole, errors among them: XLEN of a key of another type is
+            // WRONGTYPE on Pika 4, which says only that it is no stream.
+            let n = chunk.len() * (PIKA_TYPES.len() + 1);
+            let replies: Vec<redis::Value> = conn
+                .req_packed_commands(&pipe.get_packed_pipeline(), 0, n)
                 .context("PKSCANRANGE / XLEN of the touched keys")?;
             let per = PIKA_TYPES.len() + 1;
             if replies.len() != per * chunk.len() {
@@ -121,8 +140,13 @@ impl KeysLister<'_> {
                 }
             }
         }
+        Ok(self.pages_of(found))
+    }
+
+    /// A page per type, of the keys found under it.
+    fn pages_of(&self, found: Vec<Vec<Vec<u8>>>) -> Vec<Page> {
         let types = PIKA_TYPES.iter().copied().chain([KeyType::Stream]);
-        Ok(types
+        types
             .zip(found)
             .filter(|(t, _)| self.opts.types.is_empty() || self.opts.types.contains(t))
             .map(|(t, keys)| {
@@ -136,7 +160,7 @@ impl KeysLister<'_> {
                     at: at(),
                 }
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -155,6 +179,40 @@ impl Lister for KeysLister<'_> {
                     at: at(),
                 }]
             };
+            // Pages of the listing's size, as a scan hands them out: the readers pipeline a page.
+            let size = self.opts.count.max(1);
+            let pages: Vec<Page> = pages
+                .into_iter()
+                .flat_map(|p| {
+                    let n = p.keys.len().div_ceil(size).max(1);
+                    let (ty, filtered, listed) = (p.ty, p.filtered, p.listed);
+                    let mut chunks: Vec<Page> = p
+                        .keys
+                        .chunks(size)
+                        .map(|c| Page {
+                            keys: c.to_vec(),
+                            ty,
+                            listed: c.len() as u64,
+                            filtered: 0,
+                            at: at(),
+                        })
+                        .collect();
+                    if chunks.is_empty() {
+                        chunks.push(Page {
+                            keys: Vec::new(),
+                            ty,
+                            listed: 0,
+                            filtered: 0,
+                            at: at(),
+                        });
+                    }
+                    // The filtered keys count once, with the page's first chunk.
+                    chunks[0].filtered = filtered;
+                    chunks[0].listed += listed - chunks.iter().map(|c| c.keys.len() as u64).sum::<u64>();
+                    debug_assert!(chunks.len() == n);
+                    chunks
+                })
+                .collect();
             self.pages = Some(pages.into_iter());
         }
         Ok(self.pages.as_mut().and_then(Iterator::next))
@@ -403,6 +461,7 @@ pub fn copy_keys(
     let mut lister = KeysLister {
         keys: &keys,
         pika,
+        one_type: matches!(link.server.kind, ServerKind::Pika(4.., _, _)),
         opts: &opts,
         pages: None,
     };
