@@ -18,6 +18,60 @@ fn pika_version(s: &Server) -> Option<(u32, u32)> {
     Some((p.next()?, p.next()?))
 }
 
+/// The arguments of an export of db 0 of `s` into `out`, with `extra`.
+fn export_args(s: &Server, out: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "export",
+        "--source",
+        &s.url(),
+        "--db",
+        "0",
+        "--progress",
+        "none",
+        "--out",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    a.push(out.to_string_lossy().into_owned());
+    a.extend(extra.iter().map(|a| a.to_string()));
+    a
+}
+
+/// Starts the export `args` rate-limited, checkpointing at every quiet page, and kills it
+/// (SIGKILL) once its checkpoint holds at least `at_least` keys of type `ty`, before it ends.
+fn kill_at_a_checkpoint(args: &[String], out: &std::path::Path, ty: &str, at_least: u64) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
+        .env("XDG_STATE_HOME", support::state_home())
+        .args(args)
+        .args(["--max-ops-per-sec", "1500", "--checkpoint-secs", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let checkpointed = || -> u64 {
+        std::fs::read(out.join("src0-db0.state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_slice::<J>(&t).ok())
+            .and_then(|j| j["report"]["keys_by_type"][ty].as_u64())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while checkpointed() < at_least {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint with {at_least} keys of type {ty} in 60 s"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the export ended before it was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10)); // polling interval
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 fn run(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_kvferry"))
         .env("XDG_STATE_HOME", support::state_home())
@@ -178,50 +232,8 @@ fn a_resumed_export_writes_each_stream_once() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("snap");
-    let args = |extra: &[&str]| -> Vec<String> {
-        let base = [
-            "export",
-            "--source",
-            &s.url(),
-            "--db",
-            "0",
-            "--progress",
-            "none",
-            "--out",
-        ];
-        let mut a: Vec<String> = base.iter().map(|a| a.to_string()).collect();
-        a.push(out.to_string_lossy().into_owned());
-        a.extend(extra.iter().map(|a| a.to_string()));
-        a
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
-        .env("XDG_STATE_HOME", support::state_home())
-        .args(args(&["--max-ops-per-sec", "1500", "--checkpoint-secs", "0"]))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let streams_checkpointed = || -> u64 {
-        std::fs::read(out.join("src0-db0.state.json"))
-            .ok()
-            .and_then(|t| serde_json::from_slice::<J>(&t).ok())
-            .and_then(|j| j["report"]["keys_by_type"]["stream"].as_u64())
-            .unwrap_or(0)
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while streams_checkpointed() < 50 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint with streams in 60 s"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the export ended before it was killed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10)); // polling interval
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let args = |extra: &[&str]| export_args(&s, &out, extra);
+    kill_at_a_checkpoint(&args(&[]), &out, "stream", 50);
     let resumed: Vec<String> = args(&["--resume"]);
     let o = run(&resumed.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
@@ -337,49 +349,8 @@ fn the_manifest_records_where_the_binlog_stood_when_the_export_began() {
     );
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("snap");
-    let args = |extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "export",
-            "--source",
-            &s.url(),
-            "--db",
-            "0",
-            "--progress",
-            "none",
-            "--out",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-        a.push(out.to_string_lossy().into_owned());
-        a.extend(extra.iter().map(|a| a.to_string()));
-        a
-    };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kvferry"))
-        .env("XDG_STATE_HOME", support::state_home())
-        .args(args(&["--max-ops-per-sec", "1500", "--checkpoint-secs", "0"]))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let checkpointed = || -> u64 {
-        std::fs::read(out.join("src0-db0.state.json"))
-            .ok()
-            .and_then(|t| serde_json::from_slice::<J>(&t).ok())
-            .and_then(|j| j["report"]["keys_by_type"]["string"].as_u64())
-            .unwrap_or(0)
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while checkpointed() < 100 {
-        assert!(std::time::Instant::now() < deadline, "no checkpoint in 60 s");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the export ended before it was killed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10)); // polling interval
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let args = |extra: &[&str]| export_args(&s, &out, extra);
+    kill_at_a_checkpoint(&args(&[]), &out, "string", 100);
     // Writes during the export move the binlog on; the resumed run must not take the new position.
     let _: () = c.set("written-meanwhile", "x").unwrap();
     let moved = binlog_positions(&s);
