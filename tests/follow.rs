@@ -74,15 +74,16 @@ fn export(s: &Server, out: &Path) {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
 
-fn import(out: &Path, t: &Server) {
-    let o = kvferry(&[
+fn import(out: &Path, t: &Server, extra: &[&str]) {
+    let args = [
         "import",
         out.to_str().unwrap(),
         "--target",
         &t.url(),
         "--progress",
         "none",
-    ]);
+    ];
+    let o = kvferry(&[&args[..], extra].concat());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
 
@@ -92,6 +93,29 @@ fn give_binlog_start(out: &Path) {
     let mut m: J = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     m["shards"][0]["binlog_start"] = serde_json::json!({"filenum": 0, "offset": 0});
     std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+}
+
+/// The follow command's arguments, from `s` to `t` with its checkpoint in `state`, and `extra`.
+fn follow_args(out: &Path, s: &Server, t: &Server, state: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "follow".into(),
+        out.to_string_lossy().into_owned(),
+        "--source".into(),
+        s.url(),
+        "--target".into(),
+        t.url(),
+        "--state".into(),
+        state.to_string_lossy().into_owned(),
+        "--progress".into(),
+        "none".into(),
+    ];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// Runs kvferry with `args`.
+fn run(args: &[String]) -> std::process::Output {
+    kvferry(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 #[test]
@@ -109,7 +133,7 @@ fn writes_after_the_export_are_copied_key_by_key_from_a_binlog_file() {
     let out = dir.path().join("snap");
     export(&s, &out);
     give_binlog_start(&out);
-    import(&out, &t);
+    import(&out, &t, &[]);
     // Writes after the export, and the items Pika would log for them.
     let _: i64 = c.incr("counter", 5).unwrap();
     let _: () = c.rpush("list", "c").unwrap();
@@ -139,25 +163,15 @@ fn writes_after_the_export_are_copied_key_by_key_from_a_binlog_file() {
     let report = dir.path().join("follow.json");
     let (su, tu) = (s.url(), t.url());
     let follow = |extra: &[&str]| {
-        let mut args = vec![
-            "follow",
-            out.to_str().unwrap(),
-            "--source",
-            &su,
-            "--target",
-            &tu,
-            "--binlog-file",
-            binlog.to_str().unwrap(),
-            "--state",
-            state.to_str().unwrap(),
-            "--until-caught-up",
-            "--progress",
-            "none",
-            "--report",
-            report.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        kvferry(&args)
+        let binlog_file = ["--binlog-file", binlog.to_str().unwrap(), "--until-caught-up"];
+        let report_file = ["--report", report.to_str().unwrap()];
+        run(&follow_args(
+            &out,
+            &s,
+            &t,
+            &state,
+            &[&binlog_file[..], &report_file, extra].concat(),
+        ))
     };
     let o = follow(&[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -222,7 +236,7 @@ fn an_unknown_command_stops_by_name_and_a_flush_empties_the_destination() {
     let out = dir.path().join("snap");
     export(&s, &out);
     give_binlog_start(&out);
-    import(&out, &t);
+    import(&out, &t, &[]);
     let mut tc = t.conn();
     let _: () = redis::cmd("SELECT").arg(1).query(&mut tc).unwrap();
     let _: () = tc.set("other-db", "kept").unwrap();
@@ -234,31 +248,18 @@ fn an_unknown_command_stops_by_name_and_a_flush_empties_the_destination() {
         0,
         &[item(&[b"flushdb"]), item(&[b"set", b"c", b"after the flush"])],
     );
-    let run = |state: &str| {
-        kvferry(&[
-            "follow",
-            out.to_str().unwrap(),
-            "--source",
-            &s.url(),
-            "--target",
-            &t.url(),
-            "--binlog-file",
-            binlog.to_str().unwrap(),
-            "--state",
-            dir.path().join(state).to_str().unwrap(),
-            "--until-caught-up",
-            "--progress",
-            "none",
-        ])
+    let follow = |state: &str| {
+        let extra = ["--binlog-file", binlog.to_str().unwrap(), "--until-caught-up"];
+        run(&follow_args(&out, &s, &t, &dir.path().join(state), &extra))
     };
-    let o = run("s1");
+    let o = follow("s1");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_same(&s, 0, &t, 0);
     let kept: String = tc.get("other-db").unwrap();
     assert_eq!(kept, "kept", "another database is not touched");
     std::fs::remove_file(&binlog).unwrap();
     append_items(&binlog, 0, &[item(&[b"brandnewcmd", b"k", b"v"])]);
-    let o = run("s2");
+    let o = follow("s2");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("`brandnewcmd`") && text(&o).contains("does not know"),
@@ -277,18 +278,7 @@ fn follow_needs_a_pika_snapshot_and_a_pika_source() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("snap");
     export(&s, &out);
-    let args = |out: &Path| {
-        kvferry(&[
-            "follow",
-            out.to_str().unwrap(),
-            "--source",
-            &s.url(),
-            "--target",
-            &t.url(),
-            "--state",
-            dir.path().join("st").to_str().unwrap(),
-        ])
-    };
+    let args = |out: &Path| run(&follow_args(out, &s, &t, &dir.path().join("st"), &[]));
     let o = args(&out);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("binlog_start"), "{}", text(&o));
@@ -349,7 +339,7 @@ fn pika_writes_during_and_after_the_export_are_caught_up() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let written = writer.join().unwrap();
     assert!(written >= 200, "{written} rounds of writes during the export");
-    import(&out, &t);
+    import(&out, &t, &[]);
     // After the export: every type, non-idempotent writes, deletes, expiries.
     let _: i64 = c.incr("s1", 100).unwrap();
     let _: () = c.rpush("list", "c").unwrap();
@@ -360,39 +350,15 @@ fn pika_writes_during_and_after_the_export_are_caught_up() {
     let _: () = c.set_ex("ttl", "v", 3600).unwrap();
     let _: () = c.expire("s2", 7200).unwrap();
     let _: () = c.mset(&[("m1", "1"), ("m2", "2")]).unwrap();
-    let o = kvferry(&[
-        "follow",
-        out.to_str().unwrap(),
-        "--source",
-        &s.url(),
-        "--target",
-        &t.url(),
-        "--state",
-        dir.path().join("st").to_str().unwrap(),
-        "--until-caught-up",
-        "--progress",
-        "none",
-    ]);
+    let o = run(&follow_args(
+        &out,
+        &s,
+        &t,
+        &dir.path().join("st"),
+        &["--until-caught-up"],
+    ));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_same(&s, 0, &t, 0);
-}
-
-/// The follow command's arguments against a Pika, with `extra`.
-fn follow_args(out: &Path, s: &Server, t: &Server, state: &Path, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = vec![
-        "follow".into(),
-        out.to_string_lossy().into_owned(),
-        "--source".into(),
-        s.url(),
-        "--target".into(),
-        t.url(),
-        "--state".into(),
-        state.to_string_lossy().into_owned(),
-        "--progress".into(),
-        "none".into(),
-    ];
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
 }
 
 /// Starts a follow in the background, its output into `log` (appended).
@@ -445,7 +411,7 @@ fn pika_follow_survives_kill_9_and_a_restart_of_pika() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("snap");
     export(&s, &out);
-    import(&out, &t);
+    import(&out, &t, &[]);
     let state = dir.path().join("st");
     let log = dir.path().join("follow.log");
     let mut child = spawn_follow(&follow_args(&out, &s, &t, &state, &[]), &log);
@@ -476,12 +442,7 @@ fn pika_follow_survives_kill_9_and_a_restart_of_pika() {
     });
     child.kill().unwrap();
     child.wait().unwrap();
-    let o = kvferry(
-        &follow_args(&out, &s, &t, &state, &["--resume", "--until-caught-up"])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let o = run(&follow_args(&out, &s, &t, &state, &["--resume", "--until-caught-up"]));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_same(&s, 0, &t, 0);
     s.assert_alive();
@@ -501,7 +462,7 @@ fn pika_binlog_purged_since_the_export_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("snap");
     export(&s, &out);
-    import(&out, &t);
+    import(&out, &t, &[]);
     let big = "x".repeat(900);
     for i in 0..60 {
         let _: () = c.set(format!("fill{i}"), &big).unwrap();
@@ -519,16 +480,145 @@ fn pika_binlog_purged_since_the_export_is_a_clear_error() {
         .arg("db0")
         .query(&mut c)
         .unwrap();
-    let o = kvferry(
-        &follow_args(&out, &s, &t, &dir.path().join("st"), &["--until-caught-up"])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let o = run(&follow_args(
+        &out,
+        &s,
+        &t,
+        &dir.path().join("st"),
+        &["--until-caught-up"],
+    ));
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("purged its binlog") && text(&o).contains("expire-logs-nums"),
         "{}",
         text(&o)
     );
+}
+
+/// Pika 3.x holds one name under several types at once: follow applies the import's
+/// `--multi-type` policy to the keys it copies again. With `suffix`, the first type keeps the
+/// name and the others are written as `KEY:TYPE`; a type gone from the source is gone from the
+/// target. With the default (`fail`), a key that became multi-type is reported by name and the
+/// follow exits 1. On Pika 4 (one type per key) it prints that it did not run.
+#[test]
+fn pika_multi_type_keys_follow_the_imports_policy() {
+    let name = "pika_multi_type_keys_follow_the_imports_policy";
+    if skip(name) {
+        return;
+    }
+    let mut s = Server::start(Kind::Pika, &[]);
+    let mut c = s.conn();
+    let info: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
+    if info.lines().any(|l| l.starts_with("pika_version:4")) {
+        eprintln!("{name}: did not run: Pika 4 holds one type per key (give a Pika 3.5)");
+        return;
+    }
+    let t = Server::target();
+    let _: () = c.set("k", "v").unwrap();
+    let _: () = c.hset("k", "f", "1").unwrap();
+    let _: () = c.rpush("mixed", "a").unwrap();
+    let _: () = c.sadd("mixed", "m").unwrap();
+    let _: () = c.set("plain", "p").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    export(&s, &out);
+    import(&out, &t, &["--multi-type", "suffix"]);
+    let mut tc = t.conn();
+    assert_eq!(tc.get::<_, String>("k").unwrap(), "v");
+    assert_eq!(tc.hget::<_, _, String>("k:hash", "f").unwrap(), "1");
+    // After the export: a third type under k, a multi-type key deleted (all its types), a new
+    // one whose second type is a zset.
+    let _: () = c.hset("k", "g", "2").unwrap();
+    let _: () = c.sadd("k", "x").unwrap();
+    let _: () = c.del("mixed").unwrap();
+    let _: () = c.set("new", "s").unwrap();
+    let _: () = c.zadd("new", "m", 1).unwrap();
+    let state = dir.path().join("st");
+    let o = run(&follow_args(
+        &out,
+        &s,
+        &t,
+        &state,
+        &["--multi-type", "suffix", "--until-caught-up"],
+    ));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(tc.get::<_, String>("k").unwrap(), "v");
+    let h: std::collections::BTreeMap<String, String> = tc.hgetall("k:hash").unwrap();
+    assert_eq!(h, [("f".into(), "1".into()), ("g".into(), "2".into())].into());
+    assert_eq!(tc.smembers::<_, Vec<String>>("k:set").unwrap(), ["x"]);
+    for gone in ["mixed", "mixed:set"] {
+        assert!(!tc.exists::<_, bool>(gone).unwrap(), "{gone} is still on the target");
+    }
+    assert_eq!(tc.get::<_, String>("new").unwrap(), "s");
+    assert_eq!(tc.zscore::<_, _, f64>("new:zset", "m").unwrap(), 1.0);
+    // The default policy refuses a key that became multi-type, by name, and says what to give;
+    // the round is not acknowledged, so a follow resumed with a policy copies it.
+    let _: () = c.hset("plain", "f", "1").unwrap();
+    let o = run(&follow_args(&out, &s, &t, &state, &["--resume", "--until-caught-up"]));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("\"plain\" is held under several types") && text(&o).contains("--multi-type first or suffix"),
+        "{}",
+        text(&o)
+    );
+    let extra = ["--resume", "--until-caught-up", "--multi-type", "first"];
+    let o = run(&follow_args(&out, &s, &t, &state, &extra));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(tc.get::<_, String>("plain").unwrap(), "p");
+    assert!(
+        !tc.exists::<_, bool>("plain:hash").unwrap(),
+        "--multi-type first writes no suffix"
+    );
+    s.assert_alive();
+}
+
+/// The target's connection cut in the middle of a round: follow reconnects and copies the round
+/// again, and every figure counts the round once (the report, the summary, the checkpoint).
+#[test]
+fn a_round_copied_again_after_a_cut_counts_once() {
+    let s = Server::start(Kind::Redis, &[]);
+    let t = Server::start(Kind::Redis, &[]);
+    let _: () = s.conn().set("before", "x").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    export(&s, &out);
+    give_binlog_start(&out);
+    import(&out, &t, &[]);
+    let value = "v".repeat(8192);
+    let mut c = s.conn();
+    let mut items = Vec::new();
+    for i in 0..50 {
+        let k = format!("k{i}");
+        let _: () = c.set(&k, &value).unwrap();
+        items.push(item(&[b"set", k.as_bytes(), value.as_bytes()]));
+    }
+    let binlog = dir.path().join("binlog");
+    append_items(&binlog, 0, &items);
+    // 50 SETs of 8 KiB go in one batch of about 400 KiB: the cut comes in the middle of it.
+    let proxy = support::Proxy::start(t.port, support::Fault::CutOnce(200 << 10));
+    let report = dir.path().join("report.json");
+    let extra = [
+        "--binlog-file",
+        binlog.to_str().unwrap(),
+        "--until-caught-up",
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    let mut args = follow_args(&out, &s, &t, &dir.path().join("st"), &extra);
+    let at = args.iter().position(|a| a == "--target").unwrap() + 1;
+    args[at] = format!("redis://127.0.0.1:{}", proxy.port);
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("copying the round again"),
+        "no cut happened: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("50 binlog items applied"), "{}", text(&o));
+    assert!(text(&o).contains("50 keys copied again"), "{}", text(&o));
+    let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!((r["items"].as_u64(), r["copied"].as_u64()), (Some(50), Some(50)), "{r}");
+    let checkpoint: J = serde_json::from_slice(&std::fs::read(dir.path().join("st/follow.json")).unwrap()).unwrap();
+    assert_eq!(checkpoint["items"], 50, "{checkpoint}");
+    assert_same(&s, 0, &t, 0);
 }

@@ -46,7 +46,8 @@ pub struct Args {
     #[command(flatten)]
     pub select: SelectArgs,
     /// What the import did with keys the source held under several types (Pika <= 3.5): give
-    /// the import's --multi-type.
+    /// the import's --multi-type. With fail, a touched key under several types stops the follow
+    /// (its round unacknowledged): run again with first or suffix and --resume.
     #[arg(long, value_enum, default_value = "fail", value_name = "POLICY")]
     pub multi_type: MultiType,
     /// Exit 0 once every write the Pika took is on the target (the lag is zero and no touched
@@ -574,6 +575,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         let mut dirty: BTreeMap<u32, Dirty> = BTreeMap::new();
         let began = Instant::now();
         let mut keys_waiting = 0usize;
+        // Counted into the checkpoint only once the round is acknowledged: a round copied again
+        // (after a lost connection, or resumed) counts once.
+        let mut round_items = 0u64;
         let mut failed: Option<anyhow::Error> = None;
         loop {
             let wait = if round.is_empty() {
@@ -617,7 +621,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                             Touched::Nothing => {}
                         }
                     }
-                    state.items += entries.len() as u64;
+                    round_items += entries.len() as u64;
                     keys_waiting = dirty.values().map(|d| d.keys.len()).sum();
                     round.push(Batch {
                         db,
@@ -650,6 +654,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         // again: a copy deletes and rewrites, so doing it twice changes nothing.
         let mut attempts = 0;
         let copy = loop {
+            let mut copied = Copied::default();
             let r = (|| -> anyhow::Result<()> {
                 for (db, d) in &mut dirty {
                     let (conn, dest) = conns.get_mut(db).expect("BUG: a destination per followed db");
@@ -674,12 +679,13 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                         dest,
                         dialect,
                         a.multi_type,
-                        &mut state.copied,
+                        &mut copied,
                         &mut tick,
                     )?;
                 }
                 Ok(())
             })();
+            let r = r.map(|()| copied);
             match r {
                 Err(e) if is_connection_error(&e) && attempts < 5 => {
                     attempts += 1;
@@ -699,12 +705,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 other => break other,
             }
         };
-        if let Err(e) = copy {
-            break Err(e.context(format!(
-                "the follow stopped at its checkpoint ({}); fix the cause and run the same command with --resume",
-                describe(&state.positions)
-            )));
-        }
+        let copied = match copy {
+            Ok(c) => c,
+            Err(e) => {
+                break Err(e.context(format!(
+                    "the follow stopped at its checkpoint ({}); fix the cause and run the same command with --resume",
+                    describe(&state.positions)
+                )))
+            }
+        };
         if let Err(e) = feed.ack(&round) {
             if let Feed::Pika(p) = &mut feed {
                 crate::note!("{name}: {e:#}; reconnecting");
@@ -716,6 +725,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 *p = (*p).max(b.last);
             }
         }
+        state.items += round_items;
+        state.copied.add(copied);
         state.save(&state_dir)?;
         if let Feed::Pika(p) = &mut feed {
             if p.replica.is_none() {

@@ -541,6 +541,9 @@ pub enum Fault {
     /// Cut each connection (both ways) once this many bytes went through it in either
     /// direction: mid-pipeline, mid-reply.
     Cut(usize),
+    /// As `Cut`, but only the first connection to reach this many bytes is cut: the client's
+    /// reconnection goes through.
+    CutOnce(usize),
     /// Hold back every n-th piece of a reply (as read from the server, up to 16 KiB) for so
     /// long: a slow network or a busy server, beyond the client's read timeout if longer.
     Delay(usize, std::time::Duration),
@@ -559,6 +562,7 @@ impl Proxy {
         use std::sync::Arc;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        let cut_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -566,6 +570,7 @@ impl Proxy {
                     return;
                 };
                 let moved = Arc::new(AtomicUsize::new(0));
+                let cut_once = cut_once.clone();
                 let pipe = move |mut from: std::net::TcpStream,
                                  mut to: std::net::TcpStream,
                                  upward: bool,
@@ -591,6 +596,14 @@ impl Proxy {
                                     break;
                                 }
                             }
+                            Fault::CutOnce(limit) => {
+                                let before = moved.fetch_add(n, Relaxed);
+                                if before + n > limit && !cut_once.swap(true, Relaxed) {
+                                    let part = limit.saturating_sub(before);
+                                    let _ = to.write_all(&buf[..part]);
+                                    break;
+                                }
+                            }
                             Fault::Delay(n, by) if !upward => {
                                 pieces += 1;
                                 if pieces % n == 0 {
@@ -608,7 +621,8 @@ impl Proxy {
                 };
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let m2 = moved.clone();
-                std::thread::spawn(move || pipe(s2, c2, false, m2));
+                let down = pipe.clone();
+                std::thread::spawn(move || down(s2, c2, false, m2));
                 std::thread::spawn(move || pipe(client, server, true, moved));
             }
         });
