@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example gen_dataset -- load  [--keys N] [--big M] [--hash-bytes B] [--seed S]
-//!                                                    [--no-streams] [--binary]
+//!                                                    [--no-streams] [--binary] [--documents]
 //! cargo run --release --example gen_dataset -- reads [same options]
 //! ```
 //! `load` writes the data; `reads` writes one read command per key of the same data (GET,
@@ -20,7 +20,10 @@
 //! `--no-streams` puts strings where the streams were (50% strings) and leaves out the big
 //! stream: the mix that tools without streams (Pika 3.x, redis-dump-load) can hold. `--binary`
 //! makes every value and element bytes 0-255 (key names, hash fields and scores stay text): the
-//! case of serialised objects, which tools that go through JSON or text cannot hold. `--hmset`
+//! case of serialised objects, which tools that go through JSON or text cannot hold. `--documents`
+//! makes them JSON documents of words and numbers (as applications store records): data that
+//! compresses as real data does, where the default's random letters (4.7 bits a byte) barely
+//! compress at all. `--hmset`
 //! writes hashes with HMSET (Pika's HSET takes one field).
 
 use std::io::{BufWriter, Write};
@@ -45,6 +48,25 @@ impl Rng {
         (0..n).map(|_| b'a' + (self.next() % 26) as u8).collect()
     }
 
+    /// A JSON document of about `n` bytes, of words and numbers, as applications store records:
+    /// redundant, neither random nor constant (the same kind as examples/bench_format.rs's).
+    fn document(&mut self, n: usize) -> Vec<u8> {
+        let mut d = b"{".to_vec();
+        while d.len() + 1 < n {
+            let field = WORDS[(self.next() % WORDS.len() as u64) as usize];
+            let word = WORDS[(self.next() % WORDS.len() as u64) as usize];
+            let v = match self.next() % 3 {
+                0 => format!("\"{word}\""),
+                1 => (self.next() % 1_000_000).to_string(),
+                _ => format!("\"{word}-{:x}\"", self.next() & 0xff_ffff),
+            };
+            d.extend(format!("\"{field}\":{v},").bytes());
+        }
+        d.truncate(n.max(2) - 1);
+        d.push(b'}');
+        d
+    }
+
     /// `n` bytes of any value, always with a zero byte and one that is not UTF-8.
     fn binary(&mut self, n: usize) -> Vec<u8> {
         let mut v: Vec<u8> = (0..n).map(|_| self.next() as u8).collect();
@@ -55,6 +77,14 @@ impl Rng {
         v
     }
 }
+
+/// The words of `--documents` values.
+const WORDS: &[&str] = &[
+    "id", "name", "user", "email", "status", "active", "created", "updated", "price", "count", "order", "item", "cart",
+    "session", "token", "city", "country", "street", "phone", "score", "level", "group", "role", "admin", "guest",
+    "amount", "currency", "euro", "dollar", "title", "body", "tags", "red", "green", "blue", "small", "large", "open",
+    "closed", "pending",
+];
 
 /// Writes one command in RESP.
 fn cmd(out: &mut impl Write, args: &[&[u8]]) -> std::io::Result<()> {
@@ -99,6 +129,7 @@ struct Opts {
     seed: u64,
     streams: bool,
     binary: bool,
+    documents: bool,
     hmset: bool,
 }
 
@@ -116,6 +147,8 @@ impl Opts {
     fn value(&self, rng: &mut Rng, n: usize) -> Vec<u8> {
         if self.binary {
             rng.binary(n)
+        } else if self.documents {
+            rng.document(n)
         } else {
             rng.bytes(n)
         }
@@ -128,7 +161,7 @@ fn parse() -> Result<Opts, String> {
         Some("load") => false,
         Some("reads") => true,
         _ => return Err(
-            "usage: gen_dataset load|reads [--keys N] [--big M] [--hash-bytes B] [--seed S] [--no-streams] [--binary] [--hmset]"
+            "usage: gen_dataset load|reads [--keys N] [--big M] [--hash-bytes B] [--seed S] [--no-streams] [--binary] [--documents] [--hmset]"
                 .into(),
         ),
     };
@@ -140,6 +173,7 @@ fn parse() -> Result<Opts, String> {
         seed: 1,
         streams: true,
         binary: false,
+        documents: false,
         hmset: false,
     };
     while let Some(flag) = args.next() {
@@ -154,6 +188,10 @@ fn parse() -> Result<Opts, String> {
             }
             "--hmset" => {
                 o.hmset = true;
+                continue;
+            }
+            "--documents" => {
+                o.documents = true;
                 continue;
             }
             _ => {}

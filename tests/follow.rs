@@ -622,3 +622,52 @@ fn a_round_copied_again_after_a_cut_counts_once() {
     assert_eq!(checkpoint["items"], 50, "{checkpoint}");
     assert_same(&s, 0, &t, 0);
 }
+
+/// A Pika that refuses the replication client: its replication port takes only the admin
+/// password (requirepass), so a follow given a user password (userpass), which reads the keys
+/// well enough, is refused with that said, before anything is copied.
+#[test]
+fn pika_refusing_the_replication_client_is_a_clear_error() {
+    if skip("pika_refusing_the_replication_client_is_a_clear_error") {
+        return;
+    }
+    let s = Server::start(Kind::Pika, &[("requirepass", "admin-pw"), ("userpass", "user-pw")]);
+    let t = Server::target();
+    let admin = format!("redis://:admin-pw@127.0.0.1:{}", s.port);
+    let user = format!("redis://:user-pw@127.0.0.1:{}", s.port);
+    let mut c = redis::Client::open(admin.as_str()).unwrap().get_connection().unwrap();
+    let _: () = c.set("a", "1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    let o = kvferry(&[
+        "export",
+        "--source",
+        &admin,
+        "--db",
+        "0",
+        "--progress",
+        "none",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    import(&out, &t, &[]);
+    let _: () = c.set("b", "2").unwrap();
+    let mut args = follow_args(&out, &s, &t, &dir.path().join("st"), &["--until-caught-up"]);
+    let at = args.iter().position(|a| a == "--source").unwrap() + 1;
+    args[at] = user;
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("refused the replication client") && text(&o).contains("requirepass"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("user-pw"), "the password shows: {}", text(&o));
+    assert!(!t.conn().exists::<_, bool>("b").unwrap(), "nothing is copied");
+    // With the admin password it follows.
+    args[at] = admin;
+    let o = run(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(t.conn().get::<_, String>("b").unwrap(), "2");
+}

@@ -477,7 +477,10 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                     crate::util::iso_utc(st.snapshot_created_unix_ms)
                 );
             }
-            if !a.resume {
+            // A checkpoint where a new follow would start (a follow that was refused, or stopped
+            // before its first round) is started again without --resume: nothing was applied.
+            let unmoved = st.items == 0 && st.positions == starts;
+            if !a.resume && !unmoved {
                 bail!(
                     "{}: holds this follow's checkpoint; add --resume to continue it",
                     state_dir.display()

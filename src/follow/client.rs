@@ -136,7 +136,7 @@ impl Replica {
         match resp.code {
             CODE_OK => Ok(r),
             CODE_ERROR if resp.reply.as_deref().is_some_and(|t| t.contains("auth")) => bail!(
-                "{}: Pika refused the replication client: {} (give the source's password, as for export)",
+                "{}: Pika refused the replication client: {} (its replication port takes only the admin password, requirepass, given in the source's URL; a user password, userpass, is refused)",
                 r.master,
                 resp.reply.unwrap_or_default()
             ),
