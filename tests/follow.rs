@@ -551,6 +551,23 @@ fn pika_multi_type_keys_follow_the_imports_policy() {
     }
     assert_eq!(tc.get::<_, String>("new").unwrap(), "s");
     assert_eq!(tc.zscore::<_, _, f64>("new:zset", "m").unwrap(), 1.0);
+    // Pika 3.5 logs a pattern delete whole: `k`'s hash goes, its string and set stay.
+    let _: redis::Value = redis::cmd("PKPATTERNMATCHDEL")
+        .arg("k*")
+        .arg("hash")
+        .query(&mut c)
+        .unwrap();
+    let o = run(&follow_args(
+        &out,
+        &s,
+        &t,
+        &state,
+        &["--resume", "--multi-type", "suffix", "--until-caught-up"],
+    ));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(!tc.exists::<_, bool>("k:hash").unwrap(), "the hash the pattern deleted");
+    assert_eq!(tc.get::<_, String>("k").unwrap(), "v");
+    assert_eq!(tc.smembers::<_, Vec<String>>("k:set").unwrap(), ["x"]);
     // The default policy refuses a key that became multi-type, by name, and says what to give;
     // the round is not acknowledged, so a follow resumed with a policy copies it.
     let _: () = c.hset("plain", "f", "1").unwrap();
@@ -670,4 +687,50 @@ fn pika_refusing_the_replication_client_is_a_clear_error() {
     let o = run(&args);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(t.conn().get::<_, String>("b").unwrap(), "2");
+}
+
+/// Pika 3.5 logs `pkpatternmatchdel PATTERN TYPE` whole, not the keys it deleted: the target's
+/// keys that match are copied again page by page (thousands here, over several SCAN pages), so
+/// those the source deleted are deleted and those it kept (another type) stay, each counted once.
+#[test]
+fn a_pattern_delete_is_caught_up_page_by_page() {
+    let s = Server::start(Kind::Redis, &[]);
+    let t = Server::start(Kind::Redis, &[]);
+    let mut c = s.conn();
+    let kv: Vec<(String, String)> = (0..2500).map(|i| (format!("user:{i}"), format!("v{i}"))).collect();
+    let _: () = c.mset(&kv).unwrap();
+    let _: () = c.hset("user:h", "f", "kept").unwrap();
+    let _: () = c.set("other", "kept").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    export(&s, &out);
+    give_binlog_start(&out);
+    import(&out, &t, &[]);
+    // What `pkpatternmatchdel user:* string` does on a Pika 3.5, then a write after it.
+    let names: Vec<&String> = kv.iter().map(|(k, _)| k).collect();
+    let _: () = c.del(&names).unwrap();
+    let _: () = c.set("user:new", "after").unwrap();
+    let binlog = dir.path().join("binlog");
+    append_items(
+        &binlog,
+        0,
+        &[
+            item(&[b"pkpatternmatchdel", b"user:*", b"string"]),
+            item(&[b"set", b"user:new", b"after"]),
+        ],
+    );
+    let report = dir.path().join("report.json");
+    let extra = [
+        "--binlog-file",
+        binlog.to_str().unwrap(),
+        "--until-caught-up",
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    let o = run(&follow_args(&out, &s, &t, &dir.path().join("st"), &extra));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_same(&s, 0, &t, 0);
+    let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["deleted"], 2500, "{r}");
+    assert_eq!(r["copied"], 2, "user:h again, and user:new: {r}");
 }

@@ -356,26 +356,40 @@ fn delete_all(target: &mut redis::Connection, dest: &Dest, throttle: &Throttle) 
     }
 }
 
-/// The target's keys under the destination that match a source glob (Pika 3.5's
-/// `pkpatternmatchdel`): copied again, so those the source deleted are deleted.
-fn matching(target: &mut redis::Connection, dest: &Dest, pattern: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+/// One page of the target's keys under the destination that match a source glob (Pika 3.5's
+/// `pkpatternmatchdel`), as source names: with `--multi-type suffix` a `KEY:TYPE` name also gives
+/// `KEY`, whose other types it may hold. Copied again page by page, so those the source deleted
+/// are deleted and memory holds one page, however many keys match.
+fn matching_page(
+    target: &mut redis::Connection,
+    dest: &Dest,
+    pattern: &[u8],
+    cursor: u64,
+    policy: MultiType,
+) -> anyhow::Result<(u64, BTreeSet<Vec<u8>>)> {
     let glob = [glob_escape(&dest.prefix), pattern.to_vec()].concat();
-    let mut cursor = 0u64;
-    let mut out = Vec::new();
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&glob)
-            .arg("COUNT")
-            .arg(1000)
-            .query(target)?;
-        out.extend(keys.into_iter().map(|k| k[dest.prefix.len()..].to_vec()));
-        if next == 0 {
-            return Ok(out);
+    let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(&glob)
+        .arg("COUNT")
+        .arg(1000)
+        .query(target)
+        .with_context(|| format!("{}: SCAN for the keys a pattern deleted on the source", dest.describe))?;
+    let mut out = BTreeSet::new();
+    for k in keys {
+        let k = k[dest.prefix.len()..].to_vec();
+        if policy == MultiType::Suffix {
+            if let Some(base) = crate::format::record::KeyType::ALL
+                .iter()
+                .find_map(|t| k.strip_suffix([b":", t.name().as_bytes()].concat().as_slice()))
+            {
+                out.insert(base.to_vec());
+            }
         }
-        cursor = next;
+        out.insert(k);
     }
+    Ok((next, out))
 }
 
 fn host_port(ep: &Endpoint) -> anyhow::Result<(String, u16, Option<String>)> {
@@ -665,8 +679,36 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                         let n = delete_all(conn, dest, &throttle)?;
                         crate::note!("{name} db {db} was flushed: {n} keys deleted on {}", dest.describe);
                     }
-                    for p in std::mem::take(&mut d.patterns) {
-                        d.keys.extend(matching(conn, dest, &p)?);
+                    // Copied again here, before the round's keys, page by page: kept until the
+                    // round is acknowledged, so a round copied again does them again.
+                    for p in &d.patterns {
+                        let mut cursor = 0;
+                        loop {
+                            let (next, keys) = matching_page(conn, dest, p, cursor, a.multi_type)?;
+                            // The round's own keys are copied below: once is enough, as every
+                            // copy reads what the source holds now.
+                            let keys = keys.into_iter().filter(|k| !d.keys.contains(k)).collect();
+                            let (kept, _) = crate::source::list::filter(keys, &scan, true);
+                            let feed_ref = &mut feed;
+                            let mut tick = || feed_ref.ping();
+                            copy_keys(
+                                &mut source,
+                                &throttle,
+                                *db,
+                                &scan,
+                                &kept.into_iter().collect(),
+                                conn,
+                                dest,
+                                dialect,
+                                a.multi_type,
+                                &mut copied,
+                                &mut tick,
+                            )?;
+                            if next == 0 {
+                                break;
+                            }
+                            cursor = next;
+                        }
                     }
                     let (kept, _) = crate::source::list::filter(d.keys.iter().cloned().collect(), &scan, true);
                     let keys: BTreeSet<Vec<u8>> = kept.into_iter().collect();

@@ -22,7 +22,7 @@ use redis::ConnectionLike;
 use super::keys::{read_listed, DbReport};
 use super::list::{list_types, Lister, Page, Position, ScanLister, ScanOptions};
 use super::pika::RangeLister;
-use crate::format::record::KeyRecord;
+use crate::format::record::{KeyRecord, KeyType};
 use crate::server::conn::ServerKind;
 use crate::server::link::{is_connection_error, is_timeout, stuck, Link, TIMEOUT_RETRIES};
 use crate::server::throttle::Throttle;
@@ -279,9 +279,15 @@ fn list(
     let mut pending = BTreeMap::new();
     let mut listing = true;
     let mut timeouts = 0;
+    // Pages listed by type (Pika) go out one type after another: a page of the next type waits
+    // here until every page of the last is complete, so a key held under several types (Pika
+    // 3.x) has its occurrences in the shard in the listing's order, string first, and the import's
+    // `--multi-type first|suffix` gives the name to the same type on every run (and as follow does).
+    let (mut held, mut last_ty): (Option<Page>, Option<KeyType>) = (None, None);
     loop {
-        // A checkpoint is due: hand out no more pages until the ones out are complete.
-        let draining = listing && outstanding > 0 && lock(out).checkpoint_due();
+        // A checkpoint is due, or the next type waits: hand out no more pages until the ones
+        // out are complete.
+        let draining = listing && outstanding > 0 && (held.is_some() || lock(out).checkpoint_due());
         let mut results = Vec::new();
         if (!listing || draining) && outstanding > 0 {
             results.push(done.recv().map_err(|_| anyhow::anyhow!("BUG: the readers stopped"))?);
@@ -307,9 +313,18 @@ fn list(
         if !listing || draining {
             continue;
         }
-        match lister.next(&mut link.conn(throttle)) {
+        let next = match held.take() {
+            Some(page) => Ok(Some(page)),
+            None => lister.next(&mut link.conn(throttle)),
+        };
+        match next {
             Ok(Some(page)) => {
                 timeouts = 0;
+                if page.ty.is_some() && last_ty.is_some() && page.ty != last_ty && outstanding > 0 {
+                    held = Some(page);
+                    continue;
+                }
+                last_ty = page.ty;
                 let job = Job { seq, epoch, page };
                 // Blocks while the readers are busy; fails only when they all stopped on errors.
                 if jobs.send(job).is_err() {
