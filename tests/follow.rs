@@ -327,6 +327,7 @@ fn pika_writes_during_and_after_the_export_are_caught_up() {
                 let _: () = w.rpush(format!("during:list{}", n % 7), n).unwrap();
                 let _: () = w.hset("during:h", format!("f{}", n % 50), n).unwrap();
                 let _: () = w.sadd(format!("during:set{}", n % 5), n % 13).unwrap();
+                let _: () = w.zadd(format!("during:z{}", n % 3), n % 11, n as f64 / 4.0).unwrap();
                 if n % 10 == 0 {
                     let _: () = w.del(format!("s{}", (n * 7) % 3000)).unwrap();
                 }
@@ -350,6 +351,28 @@ fn pika_writes_during_and_after_the_export_are_caught_up() {
     let _: () = c.set_ex("ttl", "v", 3600).unwrap();
     let _: () = c.expire("s2", 7200).unwrap();
     let _: () = c.mset(&[("m1", "1"), ("m2", "2")]).unwrap();
+    // A type change, an expiry that fires (a time in the past), and a stream where Pika can
+    // list them (4.0: 3.5's streams break SCAN, SERVERS.md).
+    let _: () = c.del("list").unwrap();
+    let _: () = c.hset("list", "now", "a hash").unwrap();
+    let _: () = c.expire_at("s5", 1).unwrap();
+    let info: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
+    if info.contains("pika_version:4") {
+        let _: String = redis::cmd("XADD")
+            .arg("stream")
+            .arg("1-1")
+            .arg("f")
+            .arg("v")
+            .query(&mut c)
+            .unwrap();
+        let _: String = redis::cmd("XADD")
+            .arg("stream")
+            .arg("2-1")
+            .arg("f")
+            .arg("w")
+            .query(&mut c)
+            .unwrap();
+    }
     let o = run(&follow_args(
         &out,
         &s,
@@ -359,6 +382,12 @@ fn pika_writes_during_and_after_the_export_are_caught_up() {
     ));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_same(&s, 0, &t, 0);
+    let mut tc = t.conn();
+    assert!(!tc.exists::<_, bool>("s5").unwrap(), "the expired key");
+    assert_eq!(tc.hget::<_, _, String>("list", "now").unwrap(), "a hash");
+    if info.contains("pika_version:4") {
+        assert_eq!(redis::cmd("XLEN").arg("stream").query::<u64>(&mut tc).unwrap(), 2);
+    }
 }
 
 /// Starts a follow in the background, its output into `log` (appended).
