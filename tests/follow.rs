@@ -763,3 +763,53 @@ fn a_pattern_delete_is_caught_up_page_by_page() {
     assert_eq!(r["deleted"], 2500, "{r}");
     assert_eq!(r["copied"], 2, "user:h again, and user:new: {r}");
 }
+
+/// A backlog of many more touched keys than a round holds is copied in rounds of at most
+/// 10,000 keys (and one message of items past them), each acknowledged before the next is
+/// taken: follow's memory stays bounded while the rest waits in the binlog.
+#[test]
+fn a_backlog_is_copied_in_bounded_rounds() {
+    let s = Server::start(Kind::Redis, &[]);
+    let t = Server::start(Kind::Redis, &[]);
+    let _: () = s.conn().set("before", "x").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    export(&s, &out);
+    give_binlog_start(&out);
+    import(&out, &t, &[]);
+    let mut c = s.conn();
+    let mut items = Vec::new();
+    for chunk in 0..25 {
+        let kv: Vec<(String, String)> = (chunk * 1000..(chunk + 1) * 1000)
+            .map(|i| (format!("k{i}"), format!("v{i}")))
+            .collect();
+        let _: () = c.mset(&kv).unwrap();
+        for (k, v) in &kv {
+            items.push(item(&[b"set", k.as_bytes(), v.as_bytes()]));
+        }
+    }
+    // Some keys written twice: a key counts once in its round.
+    for i in 0..5000 {
+        let k = format!("k{}", i * 5);
+        items.push(item(&[b"set", k.as_bytes(), format!("v{}", i * 5).as_bytes()]));
+    }
+    let binlog = dir.path().join("binlog");
+    append_items(&binlog, 0, &items);
+    let report = dir.path().join("report.json");
+    let extra = [
+        "--binlog-file",
+        binlog.to_str().unwrap(),
+        "--until-caught-up",
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    let o = run(&follow_args(&out, &s, &t, &dir.path().join("st"), &extra));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("30000 binlog items applied"), "{}", text(&o));
+    let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["items"], 30_000, "{r}");
+    let largest = r["largest_round_keys"].as_u64().unwrap();
+    assert!((1..=10_100).contains(&largest), "a round held {largest} keys: {r}");
+    assert!(r["copied"].as_u64().unwrap() >= 25_000, "{r}");
+    assert_same(&s, 0, &t, 0);
+}

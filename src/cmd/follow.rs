@@ -6,8 +6,10 @@
 //! the writes touched (follow/copy.rs). A round of items is acknowledged to the Pika, and its
 //! end position checkpointed (`--state DIR`), only once its keys are written on the target, so a
 //! killed follow resumes without loss: items after the checkpoint come again, and copying a key
-//! twice changes nothing. While it follows it holds at most one replication window of items
-//! (Pika's `sync-window-size`, 9000 by default) unacknowledged, so its dirty keys stay bounded.
+//! twice changes nothing. Its memory is bounded however many keys the writes touch: a round
+//! holds at most `ROUND_KEYS` distinct keys (and what one message brings past them), and the
+//! Pika sends no more than one replication window (`sync-window-size`, 9000 items by default)
+//! unacknowledged; the rest of a backlog waits in the Pika's binlog files, on disk.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -91,7 +93,16 @@ struct State {
     positions: BTreeMap<u32, BinlogPosition>,
     items: u64,
     copied: Copied,
+    /// The most keys one round held (the bound on follow's memory: a round copies at most
+    /// `ROUND_KEYS` and what one message brings past it).
+    #[serde(default)]
+    largest_round_keys: u64,
 }
+
+/// A round stops taking items once it holds this many distinct keys, copies them and is
+/// acknowledged: a backlog of millions of touched keys waits in the Pika's binlog, on its disk,
+/// not in follow's memory.
+const ROUND_KEYS: usize = 10_000;
 
 fn state_file(dir: &Path) -> PathBuf {
     dir.join("follow.json")
@@ -130,7 +141,11 @@ struct PikaFeed {
 }
 
 struct FileFeed {
-    entries: std::vec::IntoIter<(u32, Entry)>,
+    reader: std::io::BufReader<std::fs::File>,
+    path: PathBuf,
+    from: BTreeMap<u32, BinlogPosition>,
+    /// An item read ahead, of another database than the message it would have joined.
+    ahead: Option<(u32, Entry)>,
     last: BTreeMap<u32, BinlogPosition>,
 }
 
@@ -231,12 +246,25 @@ impl Feed {
                 Ok(r)
             }
             Feed::File(f) => {
-                let Some((db, first)) = f.entries.next() else {
-                    return Ok(Received::Quiet);
+                // Messages of up to 100 items of one database, as a Pika sends them.
+                let first = match f.ahead.take() {
+                    Some(e) => e,
+                    None => match f.next()? {
+                        Some(e) => e,
+                        None => return Ok(Received::Quiet),
+                    },
                 };
-                let mut entries = vec![first];
-                while entries.len() < 100 && f.entries.as_slice().first().is_some_and(|(d, _)| *d == db) {
-                    entries.push(f.entries.next().expect("BUG: peeked").1);
+                let db = first.0;
+                let mut entries = vec![first.1];
+                while entries.len() < 100 {
+                    match f.next()? {
+                        Some((d, e)) if d == db => entries.push(e),
+                        Some(other) => {
+                            f.ahead = Some(other);
+                            break;
+                        }
+                        None => break,
+                    }
                 }
                 Ok(Received::Items { db, entries })
             }
@@ -269,37 +297,79 @@ impl Feed {
     }
 }
 
-/// Reads `--binlog-file`.
+/// Reads `--binlog-file` as it goes, an item at a time, as a Pika sends them: a first pass over
+/// the headers only finds where each database's binlog ends (the master's position).
 fn read_binlog_file(path: &Path, from: &BTreeMap<u32, BinlogPosition>) -> anyhow::Result<FileFeed> {
-    let b = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let mut at = 0;
-    let mut entries = Vec::new();
+    let open = || {
+        std::fs::File::open(path)
+            .map(std::io::BufReader::new)
+            .with_context(|| format!("{}: cannot read", path.display()))
+    };
+    let mut r = open()?;
     let mut last = BTreeMap::new();
-    while at < b.len() {
-        if at + 20 > b.len() {
-            bail!("{}: cut inside an entry header at byte {at}", path.display());
-        }
-        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
-        let db = u32_at(at);
-        let end = BinlogPosition {
-            filenum: u32_at(at + 4),
-            offset: u64::from_le_bytes(b[at + 8..at + 16].try_into().expect("8 bytes")),
-        };
-        let n = u32_at(at + 16) as usize;
-        if at + 20 + n > b.len() {
-            bail!("{}: cut inside an item at byte {at}", path.display());
-        }
-        let item = b[at + 20..at + 20 + n].to_vec();
-        at += 20 + n;
+    while let Some((db, end, _)) = file_entry(&mut r, path, false)? {
         last.insert(db, end);
-        if from.get(&db).is_some_and(|p| end > *p) {
-            entries.push((db, Entry { end, item }));
-        }
     }
     Ok(FileFeed {
-        entries: entries.into_iter(),
+        reader: open()?,
+        path: path.to_path_buf(),
+        from: from.clone(),
+        ahead: None,
         last,
     })
+}
+
+/// The next item of a binlog file (its db, its end and, when `read`, its bytes), or None at its
+/// end.
+fn file_entry(
+    r: &mut std::io::BufReader<std::fs::File>,
+    path: &Path,
+    read: bool,
+) -> anyhow::Result<Option<(u32, BinlogPosition, Vec<u8>)>> {
+    use std::io::{Read, Seek};
+    let mut h = [0u8; 20];
+    let mut got = 0;
+    while got < 20 {
+        match r.read(&mut h[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => bail!("{}: cut inside an entry header", path.display()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
+        }
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4 bytes"));
+    let db = u32_at(0);
+    let end = BinlogPosition {
+        filenum: u32_at(4),
+        offset: u64::from_le_bytes(h[8..16].try_into().expect("8 bytes")),
+    };
+    let n = u32_at(16) as usize;
+    let cut = || format!("{}: cut inside an item", path.display());
+    if read {
+        let mut item = vec![0u8; n];
+        r.read_exact(&mut item).with_context(cut)?;
+        Ok(Some((db, end, item)))
+    } else {
+        let at = r.stream_position()?;
+        if at + n as u64 > r.get_ref().metadata()?.len() {
+            bail!(cut());
+        }
+        r.seek_relative(n as i64)?;
+        Ok(Some((db, end, Vec::new())))
+    }
+}
+
+impl FileFeed {
+    /// The next item after the position `from` holds for its database.
+    fn next(&mut self) -> anyhow::Result<Option<(u32, Entry)>> {
+        while let Some((db, end, item)) = file_entry(&mut self.reader, &self.path, true)? {
+            if self.from.get(&db).is_some_and(|p| end > *p) {
+                return Ok(Some((db, Entry { end, item })));
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// What a round collected from its items, per database.
@@ -517,6 +587,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             positions: starts.clone(),
             items: 0,
             copied: Copied::default(),
+            largest_round_keys: 0,
         },
         Err(e) => return Err(e).with_context(|| state_file(&state_dir).display().to_string()),
     };
@@ -649,7 +720,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 Received::Keepalive => {}
                 Received::Quiet => break,
             }
-            if keys_waiting >= 10_000 || began.elapsed() > Duration::from_millis(500) {
+            if keys_waiting >= ROUND_KEYS || began.elapsed() > Duration::from_millis(500) {
                 break;
             }
         }
@@ -772,6 +843,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         }
         state.items += round_items;
         state.copied.add(copied);
+        state.largest_round_keys = state.largest_round_keys.max(keys_waiting as u64);
         state.save(&state_dir)?;
         if let Feed::Pika(p) = &mut feed {
             if p.replica.is_none() {
@@ -906,6 +978,7 @@ fn write_report(
         "copied": state.copied.written, "deleted": state.copied.deleted,
         "failed": state.copied.failed_count, "failed_keys": state.copied.failed,
         "multi_type_not_under_their_name": state.copied.multi_type,
+        "largest_round_keys": state.largest_round_keys,
     }))?;
     std::fs::write(path, text).with_context(|| format!("{}: cannot write the report", path.display()))
 }
