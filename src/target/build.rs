@@ -245,7 +245,11 @@ fn cmd(out: &mut Vec<WCmd>, op: Op, name: &'static str, args: &[&[u8]]) {
 }
 
 fn id(i: StreamId) -> Vec<u8> {
-    format!("{}-{}", i.ms, i.seq).into_bytes()
+    let mut b = Vec::with_capacity(41);
+    resp::decimal_u64(&mut b, i.ms);
+    b.push(b'-');
+    resp::decimal_u64(&mut b, i.seq);
+    b
 }
 
 /// The commands for one part of a key, written under `name` (the key, maybe with a prefix).
@@ -346,7 +350,16 @@ const PLACEHOLDER: &[u8] = b"kvferry-placeholder";
 
 fn xadd(out: &mut Vec<WCmd>, name: &[u8], entry: StreamId, fields: &[(&[u8], &[u8])]) {
     let idb = id(entry);
-    let mut bytes = Vec::new();
+    // Sized once: one XADD per entry, so growing the buffer would cost more than building it.
+    let mut bytes = Vec::with_capacity(
+        16 + bulk_len(4)
+            + bulk_len(name.len())
+            + bulk_len(idb.len())
+            + fields
+                .iter()
+                .map(|(f, v)| bulk_len(f.len()) + bulk_len(v.len()))
+                .sum::<usize>(),
+    );
     header(&mut bytes, 3 + 2 * fields.len());
     for a in [b"XADD".as_slice(), name, &idb] {
         bulk(&mut bytes, a);
@@ -509,6 +522,23 @@ fn expire(d: &Dialect, name: &[u8], at: u64, now_ms: u64, out: &mut Vec<WCmd>) {
 mod tests {
     use super::*;
     use crate::format::consts::FLAG_LAST;
+
+    #[test]
+    fn stream_ids_are_written_in_decimal() {
+        for (ms, seq, text) in [
+            (0, 1, "0-1"),
+            (1_764_000_000_123, 42, "1764000000123-42"),
+            (u64::MAX, u64::MAX, "18446744073709551615-18446744073709551615"),
+        ] {
+            assert_eq!(id(StreamId { ms, seq }), text.as_bytes());
+        }
+        let mut out = Vec::new();
+        xadd(&mut out, b"s", StreamId { ms: 5, seq: 0 }, &[(b"f", b"v")]);
+        assert_eq!(
+            out[0].packed(),
+            b"*5\r\n$4\r\nXADD\r\n$1\r\ns\r\n$3\r\n5-0\r\n$1\r\nf\r\n$1\r\nv\r\n"
+        );
+    }
 
     fn rec(value: Value<'_>, part: u64, last: bool, exp: Option<u64>) -> KeyRecord<'_> {
         KeyRecord {

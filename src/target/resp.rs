@@ -10,7 +10,12 @@ pub fn pack(out: &mut Vec<u8>, args: &[&[u8]]) {
 }
 
 /// Appends `n` in decimal, without allocating (this runs once per argument written).
-fn decimal(out: &mut Vec<u8>, mut n: usize) {
+fn decimal(out: &mut Vec<u8>, n: usize) {
+    decimal_u64(out, n as u64)
+}
+
+/// [`decimal`] of a u64 (stream ids).
+pub fn decimal_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
