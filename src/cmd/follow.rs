@@ -306,8 +306,9 @@ fn read_binlog_file(path: &Path, from: &BTreeMap<u32, BinlogPosition>) -> anyhow
             .with_context(|| format!("{}: cannot read", path.display()))
     };
     let mut r = open()?;
+    let len = r.get_ref().metadata()?.len();
     let mut last = BTreeMap::new();
-    while let Some((db, end, _)) = file_entry(&mut r, path, false)? {
+    while let Some((db, end, _)) = file_entry(&mut r, path, Some(len))? {
         last.insert(db, end);
     }
     Ok(FileFeed {
@@ -319,12 +320,12 @@ fn read_binlog_file(path: &Path, from: &BTreeMap<u32, BinlogPosition>) -> anyhow
     })
 }
 
-/// The next item of a binlog file (its db, its end and, when `read`, its bytes), or None at its
-/// end.
+/// The next item of a binlog file (its db, its end and its bytes), or None at its end. Given
+/// the file's length, `skip` passes over the item's bytes instead of reading them.
 fn file_entry(
     r: &mut std::io::BufReader<std::fs::File>,
     path: &Path,
-    read: bool,
+    skip: Option<u64>,
 ) -> anyhow::Result<Option<(u32, BinlogPosition, Vec<u8>)>> {
     use std::io::{Read, Seek};
     let mut h = [0u8; 20];
@@ -346,24 +347,26 @@ fn file_entry(
     };
     let n = u32_at(16) as usize;
     let cut = || format!("{}: cut inside an item", path.display());
-    if read {
-        let mut item = vec![0u8; n];
-        r.read_exact(&mut item).with_context(cut)?;
-        Ok(Some((db, end, item)))
-    } else {
-        let at = r.stream_position()?;
-        if at + n as u64 > r.get_ref().metadata()?.len() {
-            bail!(cut());
+    match skip {
+        None => {
+            let mut item = vec![0u8; n];
+            r.read_exact(&mut item).with_context(cut)?;
+            Ok(Some((db, end, item)))
         }
-        r.seek_relative(n as i64)?;
-        Ok(Some((db, end, Vec::new())))
+        Some(len) => {
+            if r.stream_position()? + n as u64 > len {
+                bail!(cut());
+            }
+            r.seek_relative(n as i64)?;
+            Ok(Some((db, end, Vec::new())))
+        }
     }
 }
 
 impl FileFeed {
     /// The next item after the position `from` holds for its database.
     fn next(&mut self) -> anyhow::Result<Option<(u32, Entry)>> {
-        while let Some((db, end, item)) = file_entry(&mut self.reader, &self.path, true)? {
+        while let Some((db, end, item)) = file_entry(&mut self.reader, &self.path, None)? {
             if self.from.get(&db).is_some_and(|p| end > *p) {
                 return Ok(Some((db, Entry { end, item })));
             }
