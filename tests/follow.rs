@@ -113,6 +113,25 @@ fn follow_args(out: &Path, s: &Server, t: &Server, state: &Path, extra: &[&str])
     a
 }
 
+/// `follow --until-caught-up` of the items in `dir/binlog`, its checkpoint in `dir/st` and its
+/// report in `dir/report.json` (read back by [`report`]).
+fn caught_up_from_file(out: &Path, s: &Server, t: &Server, dir: &Path) -> Vec<String> {
+    let (binlog, report) = (dir.join("binlog"), dir.join("report.json"));
+    let extra = [
+        "--binlog-file",
+        binlog.to_str().unwrap(),
+        "--until-caught-up",
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    follow_args(out, s, t, &dir.join("st"), &extra)
+}
+
+/// The report [`caught_up_from_file`] had follow write.
+fn report(dir: &Path) -> J {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
+}
+
 /// Runs kvferry with `args`.
 fn run(args: &[String]) -> std::process::Output {
     kvferry(&args.iter().map(String::as_str).collect::<Vec<_>>())
@@ -642,15 +661,7 @@ fn a_round_copied_again_after_a_cut_counts_once() {
     append_items(&binlog, 0, &items);
     // 50 SETs of 8 KiB go in one batch of about 400 KiB: the cut comes in the middle of it.
     let proxy = support::Proxy::start(t.port, support::Fault::CutOnce(200 << 10));
-    let report = dir.path().join("report.json");
-    let extra = [
-        "--binlog-file",
-        binlog.to_str().unwrap(),
-        "--until-caught-up",
-        "--report",
-        report.to_str().unwrap(),
-    ];
-    let mut args = follow_args(&out, &s, &t, &dir.path().join("st"), &extra);
+    let mut args = caught_up_from_file(&out, &s, &t, dir.path());
     let at = args.iter().position(|a| a == "--target").unwrap() + 1;
     args[at] = format!("redis://127.0.0.1:{}", proxy.port);
     let o = run(&args);
@@ -662,7 +673,7 @@ fn a_round_copied_again_after_a_cut_counts_once() {
     );
     assert!(text(&o).contains("50 binlog items applied"), "{}", text(&o));
     assert!(text(&o).contains("50 keys copied again"), "{}", text(&o));
-    let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let r = report(dir.path());
     assert_eq!((r["items"].as_u64(), r["copied"].as_u64()), (Some(50), Some(50)), "{r}");
     let checkpoint: J = serde_json::from_slice(&std::fs::read(dir.path().join("st/follow.json")).unwrap()).unwrap();
     assert_eq!(checkpoint["items"], 50, "{checkpoint}");
@@ -748,18 +759,10 @@ fn a_pattern_delete_is_caught_up_page_by_page() {
             item(&[b"set", b"user:new", b"after"]),
         ],
     );
-    let report = dir.path().join("report.json");
-    let extra = [
-        "--binlog-file",
-        binlog.to_str().unwrap(),
-        "--until-caught-up",
-        "--report",
-        report.to_str().unwrap(),
-    ];
-    let o = run(&follow_args(&out, &s, &t, &dir.path().join("st"), &extra));
+    let o = run(&caught_up_from_file(&out, &s, &t, dir.path()));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_same(&s, 0, &t, 0);
-    let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let r = report(dir.path());
     assert_eq!(r["deleted"], 2500, "{r}");
     assert_eq!(r["copied"], 2, "user:h again, and user:new: {r}");
 }
@@ -795,18 +798,10 @@ fn a_backlog_is_copied_in_bounded_rounds() {
     }
     let binlog = dir.path().join("binlog");
     append_items(&binlog, 0, &items);
-    let report = dir.path().join("report.json");
-    let extra = [
-        "--binlog-file",
-        binlog.to_str().unwrap(),
-        "--until-caught-up",
-        "--report",
-        report.to_str().unwrap(),
-    ];
-    let o = run(&follow_args(&out, &s, &t, &dir.path().join("st"), &extra));
+    let o = run(&caught_up_from_file(&out, &s, &t, dir.path()));
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("30000 binlog items applied"), "{}", text(&o));
-    let r: J = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let r = report(dir.path());
     assert_eq!(r["items"], 30_000, "{r}");
     let largest = r["largest_round_keys"].as_u64().unwrap();
     assert!((1..=10_100).contains(&largest), "a round held {largest} keys: {r}");
