@@ -95,6 +95,15 @@ fn give_binlog_start(out: &Path) {
     std::fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
 }
 
+/// Exports `s` into `dir/snap` with the position a Pika export records, and imports it into `t`.
+fn exported_and_imported(s: &Server, t: &Server, dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("snap");
+    export(s, &out);
+    give_binlog_start(&out);
+    import(&out, t, &[]);
+    out
+}
+
 /// The follow command's arguments, from `s` to `t` with its checkpoint in `state`, and `extra`.
 fn follow_args(out: &Path, s: &Server, t: &Server, state: &Path, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = vec![
@@ -149,10 +158,7 @@ fn writes_after_the_export_are_copied_key_by_key_from_a_binlog_file() {
     let _: () = c.set("retyped", "a string").unwrap();
     let _: () = c.set("untouched", "same").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("snap");
-    export(&s, &out);
-    give_binlog_start(&out);
-    import(&out, &t, &[]);
+    let out = exported_and_imported(&s, &t, dir.path());
     // Writes after the export, and the items Pika would log for them.
     let _: i64 = c.incr("counter", 5).unwrap();
     let _: () = c.rpush("list", "c").unwrap();
@@ -252,10 +258,7 @@ fn an_unknown_command_stops_by_name_and_a_flush_empties_the_destination() {
     let _: () = c.set("a", "1").unwrap();
     let _: () = c.set("b", "2").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("snap");
-    export(&s, &out);
-    give_binlog_start(&out);
-    import(&out, &t, &[]);
+    let out = exported_and_imported(&s, &t, dir.path());
     let mut tc = t.conn();
     let _: () = redis::cmd("SELECT").arg(1).query(&mut tc).unwrap();
     let _: () = tc.set("other-db", "kept").unwrap();
@@ -645,10 +648,7 @@ fn a_round_copied_again_after_a_cut_counts_once() {
     let t = Server::start(Kind::Redis, &[]);
     let _: () = s.conn().set("before", "x").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("snap");
-    export(&s, &out);
-    give_binlog_start(&out);
-    import(&out, &t, &[]);
+    let out = exported_and_imported(&s, &t, dir.path());
     let value = "v".repeat(8192);
     let mut c = s.conn();
     let mut items = Vec::new();
@@ -742,10 +742,7 @@ fn a_pattern_delete_is_caught_up_page_by_page() {
     let _: () = c.hset("user:h", "f", "kept").unwrap();
     let _: () = c.set("other", "kept").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("snap");
-    export(&s, &out);
-    give_binlog_start(&out);
-    import(&out, &t, &[]);
+    let out = exported_and_imported(&s, &t, dir.path());
     // What `pkpatternmatchdel user:* string` does on a Pika 3.5, then a write after it.
     let names: Vec<&String> = kv.iter().map(|(k, _)| k).collect();
     let _: () = c.del(&names).unwrap();
@@ -776,10 +773,7 @@ fn a_backlog_is_copied_in_bounded_rounds() {
     let t = Server::start(Kind::Redis, &[]);
     let _: () = s.conn().set("before", "x").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("snap");
-    export(&s, &out);
-    give_binlog_start(&out);
-    import(&out, &t, &[]);
+    let out = exported_and_imported(&s, &t, dir.path());
     let mut c = s.conn();
     let mut items = Vec::new();
     for chunk in 0..25 {
