@@ -802,3 +802,25 @@ fn a_backlog_is_copied_in_bounded_rounds() {
     assert!(r["copied"].as_u64().unwrap() >= 25_000, "{r}");
     assert_same(&s, 0, &t, 0);
 }
+
+/// A binlog file cut inside an item is refused, naming the file and where.
+#[test]
+fn a_cut_binlog_file_is_refused_by_where() {
+    let s = Server::start(Kind::Redis, &[]);
+    let t = Server::start(Kind::Redis, &[]);
+    let _: () = s.conn().set("before", "x").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = exported_and_imported(&s, &t, dir.path());
+    let binlog = dir.path().join("binlog");
+    append_items(&binlog, 0, &[item(&[b"set", b"a", b"1"]), item(&[b"set", b"b", b"2"])]);
+    let b = std::fs::read(&binlog).unwrap();
+    std::fs::write(&binlog, &b[..b.len() - 3]).unwrap();
+    let o = run(&caught_up_from_file(&out, &s, &t, dir.path()));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let second = b.len() / 2;
+    assert!(
+        text(&o).contains("binlog: cut inside the item at byte") && text(&o).contains(&format!("byte {second}")),
+        "{}",
+        text(&o)
+    );
+}

@@ -328,12 +328,13 @@ fn file_entry(
     skip: Option<u64>,
 ) -> anyhow::Result<Option<(u32, BinlogPosition, Vec<u8>)>> {
     use std::io::{Read, Seek};
+    let at = r.stream_position()?;
     let mut h = [0u8; 20];
     let mut got = 0;
     while got < 20 {
         match r.read(&mut h[got..]) {
             Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => bail!("{}: cut inside an entry header", path.display()),
+            Ok(0) => bail!("{}: cut inside an entry header at byte {at}", path.display()),
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
@@ -346,7 +347,7 @@ fn file_entry(
         offset: u64::from_le_bytes(h[8..16].try_into().expect("8 bytes")),
     };
     let n = u32_at(16) as usize;
-    let cut = || format!("{}: cut inside an item", path.display());
+    let cut = || format!("{}: cut inside the item at byte {at}", path.display());
     match skip {
         None => {
             let mut item = vec![0u8; n];
@@ -354,7 +355,7 @@ fn file_entry(
             Ok(Some((db, end, item)))
         }
         Some(len) => {
-            if r.stream_position()? + n as u64 > len {
+            if at + 20 + n as u64 > len {
                 bail!(cut());
             }
             r.seek_relative(n as i64)?;
