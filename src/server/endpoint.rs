@@ -259,6 +259,31 @@ impl Endpoint {
     /// A client for this server. A password in the URL wins over one from elsewhere.
     pub fn client(&self) -> anyhow::Result<redis::Client> {
         let name = self.name();
+        let invalid = |e: redis::RedisError| anyhow!("{name}: {e}");
+        let mut info = self.connection_info()?;
+        let tls = &self.tls;
+        let redis::ConnectionAddr::TcpTls { insecure, .. } = &mut info.addr else {
+            return redis::Client::open(info).map_err(invalid);
+        };
+        *insecure |= tls.insecure;
+        if tls.ca.is_none() && tls.client.is_none() {
+            return redis::Client::open(info).map_err(invalid);
+        }
+        let certs = redis::TlsCertificates {
+            client_tls: tls.client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+            root_cert: tls.ca.clone(),
+        };
+        redis::Client::build_with_tls(info, certs)
+            .map_err(|e| anyhow!("{name}: the TLS files are not usable (PEM certificates and key expected): {e}"))
+    }
+
+    /// Where and as whom to connect: the URL's, with the password from elsewhere or the
+    /// namespace token.
+    pub fn connection_info(&self) -> anyhow::Result<redis::ConnectionInfo> {
+        let name = self.name();
         let invalid = |e: redis::RedisError| {
             // The error can quote the URL: say what is wrong without it.
             let detail = match e.detail() {
@@ -280,23 +305,7 @@ impl Endpoint {
             info.redis.password = Some(t.clone());
             info.redis.username = None;
         }
-        let tls = &self.tls;
-        let redis::ConnectionAddr::TcpTls { insecure, .. } = &mut info.addr else {
-            return redis::Client::open(info).map_err(invalid);
-        };
-        *insecure |= tls.insecure;
-        if tls.ca.is_none() && tls.client.is_none() {
-            return redis::Client::open(info).map_err(invalid);
-        }
-        let certs = redis::TlsCertificates {
-            client_tls: tls.client.as_ref().map(|(cert, key)| redis::ClientTlsConfig {
-                client_cert: cert.clone(),
-                client_key: key.clone(),
-            }),
-            root_cert: tls.ca.clone(),
-        };
-        redis::Client::build_with_tls(info, certs)
-            .map_err(|e| anyhow!("{name}: the TLS files are not usable (PEM certificates and key expected): {e}"))
+        Ok(info)
     }
 }
 

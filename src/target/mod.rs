@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod lane;
 pub mod preflight;
 pub mod probe;
+pub mod reply;
 pub mod resp;
 pub mod skiplog;
 pub mod track;

@@ -553,6 +553,7 @@ pub enum Fault {
 /// and forwarding everything else. Its threads end with the test process.
 pub struct Proxy {
     pub port: u16,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Proxy {
@@ -563,6 +564,8 @@ impl Proxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let counted = cuts.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -571,6 +574,7 @@ impl Proxy {
                 };
                 let moved = Arc::new(AtomicUsize::new(0));
                 let cut_once = cut_once.clone();
+                let cuts = counted.clone();
                 let pipe = move |mut from: std::net::TcpStream,
                                  mut to: std::net::TcpStream,
                                  upward: bool,
@@ -593,6 +597,7 @@ impl Proxy {
                                 if before + n > limit {
                                     let part = limit.saturating_sub(before);
                                     let _ = to.write_all(&buf[..part]);
+                                    cuts.fetch_add(1, Relaxed);
                                     break;
                                 }
                             }
@@ -601,6 +606,7 @@ impl Proxy {
                                 if before + n > limit && !cut_once.swap(true, Relaxed) {
                                     let part = limit.saturating_sub(before);
                                     let _ = to.write_all(&buf[..part]);
+                                    cuts.fetch_add(1, Relaxed);
                                     break;
                                 }
                             }
@@ -626,6 +632,11 @@ impl Proxy {
                 std::thread::spawn(move || pipe(client, server, true, moved));
             }
         });
-        Proxy { port }
+        Proxy { port, cuts }
+    }
+
+    /// How many connections it has cut so far (each direction of one counts).
+    pub fn cuts(&self) -> usize {
+        self.cuts.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -35,6 +35,7 @@ use crate::target::dest::{
 };
 use crate::target::lane::{Lane, LaneConf};
 use crate::target::probe::{self, Caps, Probe, ProbeState, Verdict};
+use crate::target::reply::Replies;
 use crate::util::{count, key_json, parse_duration_ms};
 
 #[derive(clap::Args, Debug)]
@@ -242,19 +243,22 @@ fn now_ms() -> u64 {
 
 /// A connection's loop: read, judge, record.
 fn worker(mut lane: Lane, rx: std::sync::mpsc::Receiver<Vec<Item>>, sh: &Shared) -> anyhow::Result<()> {
+    let mut replies = Replies::default();
     for batch in rx {
-        let cmds: Vec<Vec<u8>> = batch.iter().map(|i| i.probe.cmd.clone()).collect();
-        let replies = lane.query_all(
+        let cmds: Vec<&[u8]> = batch.iter().map(|i| i.probe.cmd.as_slice()).collect();
+        lane.read_all(
             &cmds,
             &|i| batch[i].key.name.clone(),
             sh.redirects,
             sh.moved,
             sh.throttle,
+            &mut replies,
         )?;
         let now = now_ms();
         let mut done = 0;
-        for (it, v) in batch.iter().zip(&replies) {
-            it.key.note(probe::judge(&it.probe.expect, v, now, sh.tolerance));
+        for (k, it) in batch.iter().enumerate() {
+            it.key
+                .note(probe::judge(&it.probe.expect, replies.get(k), now, sh.tolerance));
             if it.last {
                 let (kind, detail) = it.key.outcome();
                 let mut r = sh.results.lock().unwrap_or_else(|e| e.into_inner());
