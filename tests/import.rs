@@ -38,13 +38,21 @@ fn import_states(snap: &str, port: u16) -> Vec<PathBuf> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".import"));
+    // This snapshot's, by its creation time: the state home is shared by every run of the
+    // tests, and a port is used again.
     let home = support::state_home().join("kvferry");
     let prefix = format!("import-127.0.0.1_{port}-");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(snap).join("MANIFEST.json")).unwrap()).unwrap();
+    let suffix = format!("-{}", manifest["created_unix_ms"]);
     let outside = std::fs::read_dir(&home)
         .into_iter()
         .flatten()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix));
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with(&prefix) && n.ends_with(&suffix)
+        });
     inside.chain(outside).collect()
 }
 

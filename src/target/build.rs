@@ -306,7 +306,7 @@ pub fn part(
             {
                 let mut c = Chunks::new(out, "ZADD", name, false, est);
                 for (m, s) in good {
-                    c.item(&[resp::score(s).as_bytes(), m]);
+                    c.item(&[resp::ScoreText::new(s).as_bytes(), m]);
                 }
             }
             for (m, _) in nan {

@@ -15,18 +15,8 @@ fn decimal(out: &mut Vec<u8>, n: usize) {
 }
 
 /// [`decimal`] of a u64 (stream ids).
-pub fn decimal_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+pub fn decimal_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Appends the header of a command of `n` arguments; the arguments follow with [`bulk`].
@@ -38,8 +28,12 @@ pub fn header(out: &mut Vec<u8>, n: usize) {
 
 /// Appends one bulk string.
 pub fn bulk(out: &mut Vec<u8>, a: &[u8]) {
+    // Reserved once: this runs for every argument of every command written (issue 13).
+    let mut n = itoa::Buffer::new();
+    let n = n.format(a.len()).as_bytes();
+    out.reserve(n.len() + a.len() + 5);
     out.push(b'$');
-    decimal(out, a.len());
+    out.extend_from_slice(n);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(a);
     out.extend_from_slice(b"\r\n");
@@ -84,12 +78,51 @@ fn decimal_len(mut n: usize) -> usize {
 /// significant digits at most), `-0` kept as `-0.0`, and `inf`, `-inf`, `nan`, which Redis,
 /// Kvrocks and Pika accept (NaN only Pika; the others reject it, see `build`).
 pub fn score(f: f64) -> String {
-    if f.is_nan() {
-        "nan".into()
-    } else if f.is_infinite() {
-        if f > 0.0 { "inf" } else { "-inf" }.into()
-    } else {
-        format!("{f:?}")
+    String::from_utf8_lossy(ScoreText::new(f).as_bytes()).into_owned()
+}
+
+/// [`score`] without allocating, for the ZADDs of an import (one per member).
+pub struct ScoreText {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl ScoreText {
+    pub fn new(f: f64) -> ScoreText {
+        use std::fmt::Write;
+        let mut t = ScoreText { buf: [0; 32], len: 0 };
+        if f.is_nan() {
+            t.push(b"nan");
+        } else if f.is_infinite() {
+            t.push(if f > 0.0 { b"inf" } else { b"-inf" });
+        } else {
+            // The longest a finite double prints is 24 bytes ("-2.2250738585072014e-308").
+            write!(t, "{f:?}").expect("BUG: a double's text is longer than 32 bytes");
+        }
+        t
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    fn push(&mut self, b: &[u8]) -> bool {
+        let Some(dst) = self.buf.get_mut(self.len..self.len + b.len()) else {
+            return false;
+        };
+        dst.copy_from_slice(b);
+        self.len += b.len();
+        true
+    }
+}
+
+impl std::fmt::Write for ScoreText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if self.push(s.as_bytes()) {
+            Ok(())
+        } else {
+            Err(std::fmt::Error)
+        }
     }
 }
 
@@ -125,6 +158,33 @@ mod tests {
         assert_eq!(score(-0.0), "-0.0");
         assert_eq!(score(f64::INFINITY), "inf");
         assert_eq!(score(f64::NEG_INFINITY), "-inf");
+        assert_eq!(score(f64::NAN), "nan");
+    }
+
+    #[test]
+    fn score_text_fits_every_double() {
+        // The longest texts: subnormals and 17 significant digits with a negative exponent.
+        for f in [
+            -f64::MIN_POSITIVE,
+            f64::MIN,
+            -f64::from_bits(1),
+            -f64::from_bits(0x000F_FFFF_FFFF_FFFF),
+            -1.0 / 3.0 * 1e-5,
+        ] {
+            assert_eq!(ScoreText::new(f).as_bytes(), format!("{f:?}").as_bytes());
+        }
+        // And any bit pattern at all.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let f = f64::from_bits(x);
+            let t = ScoreText::new(f);
+            if f.is_finite() {
+                assert_eq!(t.as_bytes(), format!("{f:?}").as_bytes());
+            }
+        }
     }
 
     #[test]
