@@ -21,6 +21,7 @@
 //! then `sadd`/`zadd`). [`touched`] classifies every write command Pika has by that rule, and
 //! refuses the ones it does not know, by name: a follower that skipped one would lose its write.
 
+use crate::target::reply::Replies;
 use anyhow::{bail, Context};
 
 /// The item header's size.
@@ -69,50 +70,28 @@ pub fn decode(b: &[u8]) -> anyhow::Result<Item> {
 
 /// Parses one RESP array of bulk strings, the whole of `b`.
 pub fn resp_array(b: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
-    let mut at = 0;
-    let line = |at: &mut usize| -> anyhow::Result<&[u8]> {
-        let rest = &b[*at..];
-        let end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .with_context(|| format!("no CRLF after byte {at}"))?;
-        *at += end + 2;
-        Ok(&rest[..end])
-    };
-    let number = |l: &[u8], what: &str| -> anyhow::Result<usize> {
-        std::str::from_utf8(l)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("{what} {:?} is not a number", String::from_utf8_lossy(l)))
-    };
-    let head = line(&mut at)?;
-    let Some(n) = head.strip_prefix(b"*") else {
+    let r = Replies::parse_whole(b)?;
+    if r.len() != 1 {
+        bail!("{} RESP values where one command belongs", r.len());
+    }
+    let cmd = r.get(0);
+    if !cmd.is_array() {
         bail!(
             "not a RESP array (it starts {:?})",
-            String::from_utf8_lossy(&head[..head.len().min(16)])
+            String::from_utf8_lossy(&b[..b.len().min(16)])
         );
-    };
-    let n = number(n, "the array length")?;
-    if n == 0 || n > b.len() {
-        bail!("an array of {n} elements in {} bytes", b.len());
     }
-    let mut argv = Vec::with_capacity(n);
-    for i in 0..n {
-        let h = line(&mut at)?;
-        let Some(len) = h.strip_prefix(b"$") else {
-            bail!("element {i} is not a bulk string");
-        };
-        let len = number(len, "a bulk length")?;
-        if at + len + 2 > b.len() || &b[at + len..at + len + 2] != b"\r\n" {
-            bail!("element {i} of {len} bytes runs past the end or lacks its CRLF");
-        }
-        argv.push(b[at..at + len].to_vec());
-        at += len + 2;
+    if cmd.elements() == 0 {
+        bail!("an empty RESP array");
     }
-    if at != b.len() {
-        bail!("{} bytes after the command", b.len() - at);
-    }
-    Ok(argv)
+    cmd.items()
+        .enumerate()
+        .map(|(i, e)| {
+            e.bulk()
+                .map(<[u8]>::to_vec)
+                .with_context(|| format!("element {i} is not a bulk string"))
+        })
+        .collect()
 }
 
 /// What a binlog item did to the database's keys.
@@ -324,9 +303,20 @@ mod tests {
             b"+OK\r\n",
             b"*1\r\n$1\r\nab",
             b"*0\r\n",
+            b"*1\r\n*0\r\n",
+            b"*1\r\n+a\r\n",
+            b"*1\r\n$1\r\na\r\n+x\r\n",
+            b"*1\r\n$1\r\na\r\nx",
+            b"*-1\r\n",
+            b"",
         ] {
             assert!(resp_array(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+        // A payload may hold CRLF, and be empty.
+        assert_eq!(
+            resp_array(b"*3\r\n$3\r\nSET\r\n$4\r\na\r\nb\r\n$0\r\n\r\n").unwrap(),
+            [b"SET".to_vec(), b"a\r\nb".to_vec(), Vec::new()]
+        );
     }
 
     #[test]

@@ -66,9 +66,11 @@ pub struct ProtocolError(String);
 
 impl std::fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the server's reply is not RESP: {}", self.0)
+        write!(f, "not RESP: {}", self.0)
     }
 }
+
+impl std::error::Error for ProtocolError {}
 
 fn number(line: &[u8]) -> Result<i64, ProtocolError> {
     let bad = || ProtocolError(format!("{:?} is not a number", String::from_utf8_lossy(line)));
@@ -281,6 +283,25 @@ impl Replies {
     }
 
     /// The replies of RESP bytes (tests).
+    /// The replies `b` holds, the whole of it (a command read from a file: follow's binlog
+    /// items).
+    pub fn parse_whole(b: &[u8]) -> Result<Replies, ProtocolError> {
+        let mut r = Replies {
+            data: b.to_vec(),
+            filled: b.len(),
+            ..Replies::default()
+        };
+        r.parse(usize::MAX)?;
+        if r.done_bytes != b.len() {
+            return Err(ProtocolError(format!(
+                "its last {} of {} bytes are not a whole reply",
+                b.len() - r.done_bytes,
+                b.len()
+            )));
+        }
+        Ok(r)
+    }
+
     #[cfg(test)]
     pub fn parse_bytes(b: &[u8]) -> Replies {
         let mut r = Replies::default();
@@ -382,6 +403,11 @@ impl<'a> Reply<'a> {
         matches!(self.node().kind, Kind::Bulk | Kind::Simple).then(|| self.text())
     }
 
+    /// A bulk string's payload (only a bulk string's).
+    pub fn bulk(self) -> Option<&'a [u8]> {
+        (self.node().kind == Kind::Bulk).then(|| self.text())
+    }
+
     pub fn is_array(self) -> bool {
         self.node().kind == Kind::Array
     }
@@ -460,7 +486,7 @@ impl std::fmt::Display for WireError {
                 write!(f, "the server closed the connection")
             }
             WireError::Io(e) => write!(f, "{e}"),
-            WireError::Protocol(e) => write!(f, "{e}"),
+            WireError::Protocol(e) => write!(f, "the server's reply is {e}"),
         }
     }
 }
